@@ -1,0 +1,45 @@
+// Command taipan serves a Python WSGI application: Go owns the sockets and
+// HTTP, Python worker processes run only the app.
+//
+//	taipan [OPTIONS] [MODULE[:CALLABLE]]
+//
+// See taipan --help and README.md.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"taipan/internal/config"
+	"taipan/internal/server"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	cfg, action, err := config.Parse(args, os.Getenv)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "taipan: %v\n", err)
+		return 2
+	}
+	switch action {
+	case config.ShowHelp:
+		fmt.Print(config.Usage)
+		return 0
+	case config.ShowVersion:
+		fmt.Printf("taipan %s\n", server.Version)
+		return 0
+	}
+	if err := server.Run(cfg, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintf(os.Stderr, "taipan: %v\n", err)
+		var exit *server.ExitError
+		if errors.As(err, &exit) {
+			return exit.Code
+		}
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,403 @@
+// Package config turns taipan's command line into a typed, validated Config
+// before anything starts: every bad flag is reported here, once, as one
+// clear line.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"taipan/internal/logging"
+)
+
+// Config is everything taipan needs to run, resolved and checked.
+type Config struct {
+	App        string   // MODULE[:CALLABLE]; "" serves the built-in demo
+	Binds      []string // listener addresses: host:port, [::1]:port, unix:/path
+	Workers    int
+	Python     string // absolute path of the interpreter
+	Chdir      string
+	PythonPath []string
+	Env        []string // KEY=VALUE for the workers
+	RootPath   string   // SCRIPT_NAME
+
+	LogLevel      logging.Level
+	AccessLogFile string // "" none, "-" stdout
+	ErrorLogFile  string // "-" stderr
+
+	GracefulTimeout time.Duration
+	BootTimeout     time.Duration
+
+	LimitRequestLine      int
+	LimitRequestFields    int
+	LimitRequestFieldSize int
+	LimitRequestBody      int64
+	BodyMemoryLimit       int64
+	TmpDir                string
+	KeepAlive             time.Duration
+	HeaderTimeout         time.Duration
+}
+
+// Action is what the command line asks for besides serving.
+type Action int
+
+// Actions.
+const (
+	Serve Action = iota
+	ShowHelp
+	ShowVersion
+)
+
+// UsageError is a bad command line; the message is one line for the user.
+type UsageError struct{ msg string }
+
+func (e *UsageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &UsageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// Defaults.
+const (
+	DefaultBind = "127.0.0.1:8000"
+)
+
+// Parse reads args (without the program name). getenv looks up the
+// environment ($VIRTUAL_ENV); lookPath finds an executable on $PATH.
+func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
+	c := &Config{
+		Workers:               runtime.NumCPU(),
+		LogLevel:              logging.Info,
+		ErrorLogFile:          "-",
+		GracefulTimeout:       30 * time.Second,
+		BootTimeout:           60 * time.Second,
+		LimitRequestLine:      4094,
+		LimitRequestFields:    100,
+		LimitRequestFieldSize: 8190,
+		LimitRequestBody:      1 << 30,
+		BodyMemoryLimit:       1 << 20,
+		KeepAlive:             5 * time.Second,
+		HeaderTimeout:         10 * time.Second,
+	}
+	fs := flag.NewFlagSet("taipan", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var (
+		binds, envs, paths        listFlag
+		python, logLevel          string
+		help, version             bool
+		graceful, boot, keepAlive = seconds(c.GracefulTimeout), seconds(c.BootTimeout), seconds(c.KeepAlive)
+		headerTimeout             = seconds(c.HeaderTimeout)
+		bodyLimit, bodyMemory     = size(c.LimitRequestBody), size(c.BodyMemoryLimit)
+	)
+	logLevel = "info"
+	both := func(short, long string, fn func(name string)) { fn(short); fn(long) }
+	both("b", "bind", func(n string) { fs.Var(&binds, n, "") })
+	both("w", "workers", func(n string) { fs.IntVar(&c.Workers, n, c.Workers, "") })
+	both("e", "env", func(n string) { fs.Var(&envs, n, "") })
+	both("h", "help", func(n string) { fs.BoolVar(&help, n, false, "") })
+	both("v", "version", func(n string) { fs.BoolVar(&version, n, false, "") })
+	fs.StringVar(&python, "python", "", "")
+	fs.StringVar(&c.Chdir, "chdir", "", "")
+	fs.Var(&paths, "pythonpath", "")
+	fs.StringVar(&c.RootPath, "root-path", "", "")
+	fs.StringVar(&logLevel, "log-level", logLevel, "")
+	fs.StringVar(&c.AccessLogFile, "access-logfile", "", "")
+	fs.StringVar(&c.ErrorLogFile, "error-logfile", c.ErrorLogFile, "")
+	fs.StringVar(&c.ErrorLogFile, "log-file", c.ErrorLogFile, "")
+	fs.Var(&graceful, "graceful-timeout", "")
+	fs.Var(&boot, "boot-timeout", "")
+	fs.Var(&keepAlive, "keep-alive", "")
+	fs.Var(&headerTimeout, "header-timeout", "")
+	fs.IntVar(&c.LimitRequestLine, "limit-request-line", c.LimitRequestLine, "")
+	fs.IntVar(&c.LimitRequestFields, "limit-request-fields", c.LimitRequestFields, "")
+	fs.IntVar(&c.LimitRequestFieldSize, "limit-request-field_size", c.LimitRequestFieldSize, "")
+	fs.IntVar(&c.LimitRequestFieldSize, "limit-request-field-size", c.LimitRequestFieldSize, "")
+	fs.Var(&bodyLimit, "limit-request-body", "")
+	fs.Var(&bodyMemory, "body-memory-limit", "")
+	fs.StringVar(&c.TmpDir, "tmp-dir", "", "")
+
+	// Flags may come before or after the app, as with gunicorn.
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, ShowHelp, nil
+			}
+			return nil, Serve, usagef("%s", flagError(err))
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		positional = append(positional, args[0])
+		args = args[1:]
+	}
+	if help {
+		return nil, ShowHelp, nil
+	}
+	if version {
+		return nil, ShowVersion, nil
+	}
+	if len(positional) > 1 {
+		return nil, Serve, usagef("expected one app (MODULE[:CALLABLE]), got %d: %s", len(positional), strings.Join(positional, " "))
+	}
+	if len(positional) == 1 {
+		c.App = positional[0]
+		if err := checkAppSpec(c.App); err != nil {
+			return nil, Serve, err
+		}
+	}
+
+	var err error
+	if c.LogLevel, err = logging.ParseLevel(logLevel); err != nil {
+		return nil, Serve, usagef("--log-level: %v", err)
+	}
+	if c.Workers < 1 {
+		return nil, Serve, usagef("--workers must be at least 1, got %d", c.Workers)
+	}
+	c.Binds = binds
+	if len(c.Binds) == 0 {
+		c.Binds = []string{DefaultBind}
+	}
+	for _, b := range c.Binds {
+		if err := checkBind(b); err != nil {
+			return nil, Serve, err
+		}
+	}
+	for _, kv := range envs {
+		k, _, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, Serve, usagef("--env wants KEY=VALUE, got %q", kv)
+		}
+		c.Env = append(c.Env, kv)
+	}
+	if c.Chdir != "" {
+		if c.Chdir, err = filepath.Abs(c.Chdir); err != nil {
+			return nil, Serve, usagef("--chdir: %v", err)
+		}
+		if st, err := os.Stat(c.Chdir); err != nil || !st.IsDir() {
+			return nil, Serve, usagef("--chdir: %s is not a directory", c.Chdir)
+		}
+	}
+	for _, p := range paths {
+		for _, part := range strings.Split(p, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				c.PythonPath = append(c.PythonPath, part)
+			}
+		}
+	}
+	if c.RootPath != "" && !strings.HasPrefix(c.RootPath, "/") {
+		return nil, Serve, usagef("--root-path must start with '/', got %q", c.RootPath)
+	}
+	if c.ErrorLogFile == "" {
+		c.ErrorLogFile = "-"
+	}
+	c.GracefulTimeout, c.BootTimeout = time.Duration(graceful), time.Duration(boot)
+	c.KeepAlive, c.HeaderTimeout = time.Duration(keepAlive), time.Duration(headerTimeout)
+	c.LimitRequestBody, c.BodyMemoryLimit = int64(bodyLimit), int64(bodyMemory)
+	if c.LimitRequestLine <= 0 || c.LimitRequestFields <= 0 || c.LimitRequestFieldSize <= 0 {
+		return nil, Serve, usagef("--limit-request-line, --limit-request-fields and --limit-request-field_size must be positive")
+	}
+	if c.Python, err = findPython(python, getenv); err != nil {
+		return nil, Serve, err
+	}
+	return c, Serve, nil
+}
+
+// findPython resolves the interpreter: --python, else $VIRTUAL_ENV's, else
+// python3 on $PATH.
+func findPython(flagValue string, getenv func(string) string) (string, error) {
+	name, source := flagValue, "--python"
+	if name == "" {
+		if venv := getenv("VIRTUAL_ENV"); venv != "" {
+			name, source = filepath.Join(venv, "bin", "python"), "$VIRTUAL_ENV"
+		} else {
+			name, source = "python3", "$PATH"
+		}
+	}
+	path, err := exec.LookPath(name)
+	if err != nil {
+		return "", usagef("python interpreter %q (from %s) not found or not executable", name, source)
+	}
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	return path, nil
+}
+
+func checkAppSpec(spec string) error {
+	module, callable, _ := strings.Cut(spec, ":")
+	if module == "" || strings.HasPrefix(module, "-") {
+		return usagef("bad app %q: want MODULE[:CALLABLE], e.g. hello:app or mysite.wsgi:application", spec)
+	}
+	for _, part := range strings.Split(module, ".") {
+		if !isIdentifier(part) {
+			return usagef("bad app %q: %q is not a Python module name", spec, module)
+		}
+	}
+	if strings.Contains(spec, ":") && strings.TrimSpace(callable) == "" {
+		return usagef("bad app %q: nothing after ':'", spec)
+	}
+	return nil
+}
+
+func isIdentifier(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, r := range s {
+		if r == '_' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || r > 127 || i > 0 && '0' <= r && r <= '9' {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+func checkBind(b string) error {
+	if path, ok := strings.CutPrefix(b, "unix:"); ok {
+		if path == "" {
+			return usagef("--bind %q: empty unix socket path", b)
+		}
+		return nil
+	}
+	host, port, err := splitHostPort(b)
+	if err != nil {
+		return usagef("--bind %q: %v (want HOST:PORT, [::1]:PORT or unix:/PATH)", b, err)
+	}
+	_ = host
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return usagef("--bind %q: bad port %q", b, port)
+	}
+	return nil
+}
+
+func splitHostPort(b string) (host, port string, err error) {
+	if strings.HasPrefix(b, "[") {
+		end := strings.Index(b, "]")
+		if end < 0 || end+1 >= len(b) || b[end+1] != ':' {
+			return "", "", errors.New("missing port")
+		}
+		return b[1:end], b[end+2:], nil
+	}
+	i := strings.LastIndex(b, ":")
+	if i < 0 {
+		return "", "", errors.New("missing port")
+	}
+	if strings.Contains(b[:i], ":") {
+		return "", "", errors.New("IPv6 addresses need brackets")
+	}
+	return b[:i], b[i+1:], nil
+}
+
+func flagError(err error) string {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
+		return fmt.Sprintf("unknown flag %s (see taipan --help)", name)
+	}
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: "); ok {
+		return fmt.Sprintf("flag %s needs a value", name)
+	}
+	return msg
+}
+
+// listFlag collects a repeatable flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// seconds is a duration given in (possibly fractional) seconds, as gunicorn does.
+type seconds time.Duration
+
+func (s *seconds) String() string { return strconv.FormatFloat(time.Duration(*s).Seconds(), 'f', -1, 64) }
+func (s *seconds) Set(v string) error {
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f < 0 {
+		return fmt.Errorf("want a number of seconds, got %q", v)
+	}
+	*s = seconds(f * float64(time.Second))
+	return nil
+}
+
+// size is a byte count; k, m and g suffixes (powers of 1024) are accepted.
+type size int64
+
+func (s *size) String() string { return strconv.FormatInt(int64(*s), 10) }
+func (s *size) Set(v string) error {
+	mult := int64(1)
+	t := strings.ToLower(strings.TrimSpace(v))
+	t = strings.TrimSuffix(t, "b")
+	switch {
+	case strings.HasSuffix(t, "k"):
+		mult, t = 1<<10, t[:len(t)-1]
+	case strings.HasSuffix(t, "m"):
+		mult, t = 1<<20, t[:len(t)-1]
+	case strings.HasSuffix(t, "g"):
+		mult, t = 1<<30, t[:len(t)-1]
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 {
+		return fmt.Errorf("want a size in bytes (suffix k, m or g allowed), got %q", v)
+	}
+	*s = size(n * mult)
+	return nil
+}
+
+// Usage is the --help text.
+const Usage = `Usage: taipan [OPTIONS] [MODULE[:CALLABLE]]
+
+Serve a Python WSGI application from a Go edge and Python worker processes.
+MODULE[:CALLABLE] names the app: CALLABLE defaults to "application", then
+"app"; "factory()" calls a factory. With no app, taipan serves a built-in demo.
+
+Examples:
+  taipan hello:app
+  taipan -b 0.0.0.0:8080 -w 4 mysite.wsgi:application
+  taipan --python ./venv/bin/python 'app:create_app()'
+
+Server:
+  -b, --bind ADDR            listen on ADDR: HOST:PORT, [::1]:PORT or unix:/PATH;
+                             repeatable (default 127.0.0.1:8000)
+  -w, --workers N            Python worker processes (default: one per CPU)
+      --graceful-timeout S   on SIGTERM/SIGINT, seconds to finish in-flight and
+                             queued requests before stopping (default 30)
+      --boot-timeout S       seconds a worker has to load the app (default 60)
+      --keep-alive S         idle seconds before a keep-alive connection is
+                             closed (default 5)
+      --header-timeout S     seconds a client has to send a request head (default 10)
+
+Python:
+      --python PATH          interpreter (default: $VIRTUAL_ENV/bin/python, else python3)
+      --chdir DIR            change to DIR before loading the app
+      --pythonpath DIRS      comma-separated directories to add to sys.path
+  -e, --env KEY=VALUE        set an environment variable in the workers; repeatable
+      --root-path PATH       mount the app under PATH (SCRIPT_NAME)
+
+Limits:
+      --limit-request-line N        longest request line, bytes (default 4094; 414 beyond)
+      --limit-request-fields N      most header fields (default 100; 431 beyond)
+      --limit-request-field_size N  longest header line, bytes (default 8190; 431 beyond)
+      --limit-request-body SIZE     largest request body (default 1g, 0 = none; 413 beyond)
+      --body-memory-limit SIZE      bodies above this are buffered in a temporary
+                                    file instead of memory (default 1m)
+      --tmp-dir DIR                 where those files go (default $TMPDIR or /tmp)
+
+Logging:
+      --log-level LEVEL      debug, info, warning, error or critical (default info)
+      --access-logfile FILE  access log, gunicorn's format; "-" is stdout (default none)
+      --error-logfile FILE   error log; "-" is stderr (default -)
+
+  -h, --help                 show this help
+  -v, --version              show the version
+`

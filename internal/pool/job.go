@@ -1,0 +1,101 @@
+// Package pool runs the Python workers: it starts and supervises worker
+// processes, queues requests in Go while every worker is busy, and hands
+// each idle worker everything queued for it as one batch.
+package pool
+
+import (
+	"errors"
+	"os"
+	"sync"
+
+	"taipan/internal/wire"
+)
+
+// ErrWorkerDied is the Err of the event that ends a job whose worker exited
+// before finishing it.
+var ErrWorkerDied = errors.New("worker died while handling the request")
+
+// ErrClosed is returned by Submit once the pool is shutting down.
+var ErrClosed = errors.New("pool is closed")
+
+// Event is one step of a job's response, delivered in order.
+type Event struct {
+	Kind    wire.Kind // HEAD, BODY, FILE or ABORT; zero when Err is set
+	Flags   uint8
+	Payload []byte
+	File    *os.File // FILE events only; the receiver closes it
+	Err     error    // set when the job cannot complete (worker died)
+}
+
+// End reports whether this event finishes the job.
+func (e *Event) End() bool {
+	return e.Err != nil || e.Kind == wire.KindAbort || (e.Kind == wire.KindHead || e.Kind == wire.KindBody) && e.Flags&wire.FlagEnd != 0
+}
+
+// Job is one request on its way to a worker and its response on the way back.
+type Job struct {
+	environ  []byte // marshal-encoded environ
+	body     []byte // inline body; nil when bodyFile
+	bodyFile bool
+
+	stream uint32
+	events chan Event
+	gone   chan struct{} // closed when the receiver stops listening
+
+	mu       sync.Mutex
+	worker   *Worker // set once dispatched
+	released bool
+}
+
+// NewJob returns a job for an encoded environ and an inline body. With
+// bodyFile set, the body is in the file named by the environ's
+// taipan.body_path and body must be nil.
+func NewJob(environ, body []byte, bodyFile bool) *Job {
+	return &Job{
+		environ:  environ,
+		body:     body,
+		bodyFile: bodyFile,
+		events:   make(chan Event, 4),
+		gone:     make(chan struct{}),
+	}
+}
+
+// Events delivers the response. The channel is not closed: the receiver
+// stops at the event for which End reports true.
+func (j *Job) Events() <-chan Event { return j.events }
+
+// Release tells the pool the receiver no longer listens. If the response is
+// still being produced, the worker is told to stop (CANCEL) and whatever it
+// still sends for this job is dropped. Release is idempotent.
+func (j *Job) Release(cancel bool) {
+	j.mu.Lock()
+	if j.released {
+		j.mu.Unlock()
+		return
+	}
+	j.released = true
+	w := j.worker
+	j.mu.Unlock()
+	close(j.gone)
+	if cancel && w != nil {
+		w.cancel(j.stream)
+	}
+}
+
+// deliver hands an event to the receiver, or drops it if the receiver left.
+func (j *Job) deliver(ev Event) {
+	select {
+	case j.events <- ev:
+	case <-j.gone:
+		if ev.File != nil {
+			ev.File.Close()
+		}
+	}
+}
+
+func (j *Job) assign(w *Worker, stream uint32) {
+	j.mu.Lock()
+	j.worker = w
+	j.stream = stream
+	j.mu.Unlock()
+}

@@ -1,0 +1,211 @@
+// Package server assembles taipan from a resolved Config: logs, the Python
+// worker pool, the HTTP edge and its listeners, and signal handling.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"taipan/internal/bridge"
+	"taipan/internal/config"
+	"taipan/internal/edge"
+	"taipan/internal/logging"
+	"taipan/internal/pool"
+	"taipan/python"
+)
+
+// Version is taipan's version, printed by --version and logged at start.
+const Version = "0.1.0"
+
+// ExitError carries the exit status for a failure that has already been
+// explained to the user (printed to the error log or stderr).
+type ExitError struct {
+	Code int
+	Msg  string
+}
+
+func (e *ExitError) Error() string { return e.Msg }
+
+// Run serves until SIGTERM or SIGINT and a graceful drain. stdout receives the
+// access log when it is "-", stderr the error log when it is "-".
+func Run(cfg *config.Config, stdout, stderr io.Writer) error {
+	errOut, closeErrLog, err := openLog(cfg.ErrorLogFile, stderr)
+	if err != nil {
+		return &ExitError{Code: 1, Msg: fmt.Sprintf("--error-logfile: %v", err)}
+	}
+	defer closeErrLog()
+	log := logging.New(errOut, cfg.LogLevel)
+
+	var access *edge.AccessLogWriter
+	if cfg.AccessLogFile != "" {
+		out, closeAccess, err := openLog(cfg.AccessLogFile, stdout)
+		if err != nil {
+			return &ExitError{Code: 1, Msg: fmt.Sprintf("--access-logfile: %v", err)}
+		}
+		defer closeAccess()
+		access = edge.NewAccessLogWriter(out, 200*time.Millisecond)
+		defer access.Close()
+	}
+
+	pyDir, err := python.Install()
+	if err != nil {
+		return &ExitError{Code: 1, Msg: err.Error()}
+	}
+	defer os.RemoveAll(pyDir)
+
+	app := cfg.App
+	if app == "" {
+		app = python.DemoModule + ":app"
+	}
+	p := pool.New(pool.Config{
+		Spec: pool.Spec{
+			Python:     cfg.Python,
+			Script:     filepath.Join(pyDir, python.WorkerFile),
+			App:        app,
+			Dir:        cfg.Chdir,
+			Env:        append(os.Environ(), cfg.Env...),
+			PythonPath: cfg.PythonPath,
+		},
+		Workers:     cfg.Workers,
+		BootTimeout: cfg.BootTimeout,
+	}, log)
+
+	ecfg := edge.Config{
+		LimitRequestLine:      cfg.LimitRequestLine,
+		LimitRequestFields:    cfg.LimitRequestFields,
+		LimitRequestFieldSize: cfg.LimitRequestFieldSize,
+		LimitRequestBody:      cfg.LimitRequestBody,
+		BodyMemoryLimit:       cfg.BodyMemoryLimit,
+		TempDir:               cfg.TmpDir,
+		ReadHeaderTimeout:     cfg.HeaderTimeout,
+		KeepAliveTimeout:      cfg.KeepAlive,
+		ServerHeader:          "taipan",
+	}
+	if cfg.LimitRequestBody == 0 {
+		ecfg.LimitRequestBody = edge.NoBodyLimit
+	}
+	if access != nil {
+		ecfg.AccessLog = access.Log
+	}
+	srv := edge.NewServer(ecfg, bridge.New(p, cfg.RootPath, log), log)
+
+	// Bind first: a taken port is reported before any Python starts.
+	var listeners []net.Listener
+	for _, addr := range cfg.Binds {
+		ln, err := srv.Listen(addr)
+		if err != nil {
+			for _, l := range listeners {
+				l.Close()
+			}
+			return &ExitError{Code: 1, Msg: fmt.Sprintf("cannot listen on %s: %v", addr, err)}
+		}
+		listeners = append(listeners, ln)
+	}
+	closeListeners := func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}
+
+	// Signals are caught from here on, so a Ctrl-C while workers boot
+	// still stops them cleanly.
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(signals)
+
+	log.Infof("Starting taipan %s", Version)
+	if err := p.Start(); err != nil {
+		closeListeners()
+		var boot *pool.BootError
+		if errors.As(err, &boot) {
+			log.Criticalf("%s", strings.TrimRight(boot.Text, "\n"))
+			return &ExitError{Code: 3, Msg: "the app failed to load (traceback above)"}
+		}
+		log.Criticalf("%v", err)
+		return &ExitError{Code: 1, Msg: "workers failed to start"}
+	}
+	if cfg.App == "" {
+		log.Infof("No app given: serving the built-in demo (taipan --help shows how to serve yours)")
+	}
+
+	var serving sync.WaitGroup
+	for _, ln := range listeners {
+		log.Infof("Listening at: %s (%d)", describe(ln), os.Getpid())
+		serving.Add(1)
+		go func() {
+			defer serving.Done()
+			if err := srv.Serve(ln); err != nil {
+				log.Errorf("listener %s: %v", describe(ln), err)
+			}
+		}()
+	}
+	log.Infof("Using %d worker%s (%s) for %s", cfg.Workers, plural(cfg.Workers), cfg.Python, app)
+
+	sig := <-signals
+	log.Infof("Handling signal: %s; finishing in-flight and queued requests (up to %v)", signalName(sig), cfg.GracefulTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.GracefulTimeout)
+	defer cancel()
+	go func() {
+		// A second signal means: stop now.
+		select {
+		case s := <-signals:
+			log.Warnf("Handling signal: %s again; stopping now", signalName(s))
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Warnf("Graceful timeout reached; closing the remaining connections")
+	}
+	serving.Wait()
+	p.Close(ctx)
+	log.Infof("Shutting down: Master")
+	return nil
+}
+
+// openLog opens a log destination: "-" is the given standard stream.
+func openLog(name string, std io.Writer) (io.Writer, func(), error) {
+	if name == "-" {
+		return std, func() {}, nil
+	}
+	f, err := os.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, func() { f.Close() }, nil
+}
+
+func describe(ln net.Listener) string {
+	a := ln.Addr()
+	if a.Network() == "unix" {
+		return "unix:" + a.String()
+	}
+	return "http://" + a.String()
+}
+
+func signalName(s os.Signal) string {
+	switch s {
+	case syscall.SIGTERM:
+		return "term"
+	case syscall.SIGINT:
+		return "int"
+	}
+	return s.String()
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}

@@ -1,0 +1,248 @@
+// Package wire is the Go side of taipan's framing between the edge and the
+// Python workers: frame headers, the message kinds, and the marshal subset
+// used for environs and response heads. docs/protocol.md is the spec.
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// Version is the protocol version this Go side speaks.
+const Version = 1
+
+// HeaderSize is the size of a frame header in bytes.
+const HeaderSize = 12
+
+// MaxPayload bounds a frame payload; larger lengths mean a corrupt stream.
+const MaxPayload = 1<<31 - 1
+
+// Kind is a message kind.
+type Kind uint8
+
+// Message kinds, Go to worker.
+const (
+	KindRequest Kind = 0x01
+	KindCancel  Kind = 0x02
+)
+
+// Message kinds, worker to Go.
+const (
+	KindReady     Kind = 0x10
+	KindBootError Kind = 0x11
+	KindHead      Kind = 0x12
+	KindBody      Kind = 0x13
+	KindFile      Kind = 0x14
+	KindAbort     Kind = 0x15
+	KindLog       Kind = 0x16
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindRequest:
+		return "REQUEST"
+	case KindCancel:
+		return "CANCEL"
+	case KindReady:
+		return "READY"
+	case KindBootError:
+		return "BOOT_ERROR"
+	case KindHead:
+		return "HEAD"
+	case KindBody:
+		return "BODY"
+	case KindFile:
+		return "FILE"
+	case KindAbort:
+		return "ABORT"
+	case KindLog:
+		return "LOG"
+	}
+	return fmt.Sprintf("kind(0x%02x)", uint8(k))
+}
+
+// Frame flags.
+const (
+	FlagBodyFile uint8 = 0x01 // REQUEST: body is in the file named by taipan.body_path
+	FlagEnd      uint8 = 0x01 // HEAD, BODY: this frame ends the response
+)
+
+// Header is a decoded frame header.
+type Header struct {
+	Length uint32
+	Kind   Kind
+	Flags  uint8
+	Stream uint32
+}
+
+// AppendHeader appends the encoded header h to dst.
+func AppendHeader(dst []byte, h Header) []byte {
+	dst = binary.LittleEndian.AppendUint32(dst, h.Length)
+	dst = append(dst, byte(h.Kind), h.Flags, 0, 0)
+	return binary.LittleEndian.AppendUint32(dst, h.Stream)
+}
+
+// ParseHeader decodes a frame header from the first HeaderSize bytes of b.
+func ParseHeader(b []byte) (Header, error) {
+	if len(b) < HeaderSize {
+		return Header{}, errors.New("wire: short frame header")
+	}
+	h := Header{
+		Length: binary.LittleEndian.Uint32(b[0:4]),
+		Kind:   Kind(b[4]),
+		Flags:  b[5],
+		Stream: binary.LittleEndian.Uint32(b[8:12]),
+	}
+	if b[6] != 0 || b[7] != 0 {
+		return h, fmt.Errorf("wire: reserved header bytes set in %v frame", h.Kind)
+	}
+	if h.Length > MaxPayload {
+		return h, fmt.Errorf("wire: %v frame length %d too large", h.Kind, h.Length)
+	}
+	return h, nil
+}
+
+// AppendRequest appends a REQUEST frame: the encoded environ followed by an
+// inline body (nil when the body travels as a file).
+func AppendRequest(dst []byte, stream uint32, flags uint8, environ, body []byte) []byte {
+	dst = AppendHeader(dst, Header{
+		Length: uint32(4 + len(environ) + len(body)),
+		Kind:   KindRequest,
+		Flags:  flags,
+		Stream: stream,
+	})
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(environ)))
+	dst = append(dst, environ...)
+	return append(dst, body...)
+}
+
+// Frame is one received frame. Payload is owned by the frame (it is not
+// reused by the Reader). File is set for FILE frames only.
+type Frame struct {
+	Header
+	Payload []byte
+	File    *os.File
+}
+
+// Reader reads frames from a worker's unix socket, collecting file
+// descriptors passed with SCM_RIGHTS so that FILE frames can claim them.
+// It is not safe for concurrent use.
+type Reader struct {
+	conn *net.UnixConn
+	buf  []byte // buf[start:end] holds unparsed bytes
+	oob  []byte
+	fds  []int // received descriptors not yet claimed by a FILE frame
+
+	start, end int
+}
+
+// NewReader returns a Reader on conn.
+func NewReader(conn *net.UnixConn) *Reader {
+	return &Reader{
+		conn: conn,
+		buf:  make([]byte, 64<<10),
+		oob:  make([]byte, unix.CmsgSpace(4*8)),
+	}
+}
+
+// Next returns the next frame, blocking until it has fully arrived.
+func (r *Reader) Next() (*Frame, error) {
+	for r.end-r.start < HeaderSize {
+		if err := r.fill(HeaderSize); err != nil {
+			return nil, err
+		}
+	}
+	h, err := ParseHeader(r.buf[r.start:])
+	if err != nil {
+		return nil, err
+	}
+	total := HeaderSize + int(h.Length)
+	for r.end-r.start < total {
+		if err := r.fill(total); err != nil {
+			return nil, err
+		}
+	}
+	f := &Frame{Header: h}
+	f.Payload = make([]byte, h.Length)
+	copy(f.Payload, r.buf[r.start+HeaderSize:r.start+total])
+	r.start += total
+	if r.start == r.end {
+		r.start, r.end = 0, 0
+	}
+	if h.Kind == KindFile {
+		if len(r.fds) == 0 {
+			return nil, errors.New("wire: FILE frame arrived without a file descriptor")
+		}
+		f.File = os.NewFile(uintptr(r.fds[0]), "worker-file")
+		r.fds = r.fds[1:]
+	}
+	return f, nil
+}
+
+// Buffered reports whether a complete frame is already buffered, so the
+// caller can tell whether Next will return without blocking.
+func (r *Reader) Buffered() bool {
+	if r.end-r.start < HeaderSize {
+		return false
+	}
+	h, err := ParseHeader(r.buf[r.start:])
+	return err != nil || r.end-r.start >= HeaderSize+int(h.Length)
+}
+
+// fill reads more bytes, making room for a frame of need bytes.
+func (r *Reader) fill(need int) error {
+	if r.start > 0 && r.start+need > len(r.buf) {
+		n := copy(r.buf, r.buf[r.start:r.end])
+		r.start, r.end = 0, n
+	}
+	if need > len(r.buf) {
+		grown := make([]byte, need)
+		r.end = copy(grown, r.buf[r.start:r.end])
+		r.start = 0
+		r.buf = grown
+	}
+	n, oobn, _, _, err := r.conn.ReadMsgUnix(r.buf[r.end:], r.oob)
+	if oobn > 0 {
+		if perr := r.collectFDs(r.oob[:oobn]); perr != nil {
+			return perr
+		}
+	}
+	r.end += n
+	if n == 0 && err == nil {
+		// recvmsg(2) returning nothing on a stream socket is end of file.
+		return io.EOF
+	}
+	if err != nil && n == 0 {
+		return err
+	}
+	return nil
+}
+
+func (r *Reader) collectFDs(oob []byte) error {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return fmt.Errorf("wire: parse control message: %w", err)
+	}
+	for i := range msgs {
+		fds, err := unix.ParseUnixRights(&msgs[i])
+		if err != nil {
+			continue
+		}
+		r.fds = append(r.fds, fds...)
+	}
+	return nil
+}
+
+// Close releases descriptors received but never claimed.
+func (r *Reader) Close() {
+	for _, fd := range r.fds {
+		unix.Close(fd)
+	}
+	r.fds = nil
+}

@@ -1,0 +1,452 @@
+"""taipan's Python worker: runs a WSGI application for the Go edge.
+
+Go starts this module with the user's interpreter and hands it one end of a
+socketpair as file descriptor 3. Requests arrive as frames (docs/protocol.md),
+already complete, often several in one read; the worker answers them in order
+and sends all complete responses in one write. Standard library only, and
+compatible with CPython 3.9+.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import io
+import json
+import marshal
+import os
+import select
+import socket
+import struct
+import sys
+import traceback
+from collections import deque
+from typing import Any, Callable, Deque, Iterable, List, Optional, Tuple
+
+PROTOCOL = 1
+
+# Frame header: u32 length, u8 kind, u8 flags, u16 reserved, u32 stream.
+HEADER = struct.Struct("<IBBHI")
+HEADER_SIZE = HEADER.size
+U32 = struct.Struct("<I")
+FILE_RANGE = struct.Struct("<QQ")
+
+# Go -> worker
+REQUEST = 0x01
+CANCEL = 0x02
+# worker -> Go
+READY = 0x10
+BOOT_ERROR = 0x11
+HEAD = 0x12
+BODY = 0x13
+FILE = 0x14
+ABORT = 0x15
+LOG = 0x16
+
+FLAG_BODY_FILE = 0x01
+FLAG_END = 0x01
+
+LOG_ERROR = 40
+
+RECV_SIZE = 256 * 1024
+
+Headers = List[Tuple[str, str]]
+StartResponse = Callable[..., Callable[[bytes], None]]
+WSGIApp = Callable[[dict, StartResponse], Iterable[bytes]]
+
+INTERNAL_ERROR = (
+    "500 Internal Server Error",
+    [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", "21")],
+    b"Internal Server Error",
+)
+
+
+def frame(kind: int, stream: int, payload: bytes = b"", flags: int = 0) -> bytes:
+    """Encodes one frame."""
+    return HEADER.pack(len(payload), kind, flags, 0, stream) + payload
+
+
+def head_frame(stream: int, status: str, headers: Headers, body: bytes, end: bool) -> bytes:
+    """Encodes a HEAD frame. marshal version 2 has no back-references."""
+    head = marshal.dumps((status, headers), 2)
+    return (
+        HEADER.pack(4 + len(head) + len(body), HEAD, FLAG_END if end else 0, 0, stream)
+        + U32.pack(len(head))
+        + head
+        + body
+    )
+
+
+class Cancelled(Exception):
+    """The client went away while the response was being produced."""
+
+
+class FileWrapper:
+    """wsgi.file_wrapper: lets the worker hand a real file to Go for sendfile.
+
+    Iterating it reads blocks, so it also works when Go cannot take the file
+    (not a regular file, or no fileno()).
+    """
+
+    def __init__(self, filelike: Any, blksize: int = 8192) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self) -> FileWrapper:
+        return self
+
+    def __next__(self) -> bytes:
+        data = self.filelike.read(self.blksize)
+        if data:
+            return data
+        raise StopIteration
+
+
+class Response:
+    """State of one response: what start_response recorded and what was sent."""
+
+    __slots__ = ("worker", "stream", "status", "headers", "sent", "content_length")
+
+    def __init__(self, worker: Worker, stream: int) -> None:
+        self.worker = worker
+        self.stream = stream
+        self.status: Optional[str] = None
+        self.headers: Headers = []
+        self.sent = False
+        self.content_length: Optional[int] = None
+
+    def start_response(self, status: str, headers: Headers, exc_info: Any = None) -> Callable[[bytes], None]:
+        """The start_response callable of PEP 3333."""
+        if exc_info:
+            try:
+                if self.sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise AssertionError("start_response() called a second time without exc_info")
+        if type(status) is not str:
+            raise TypeError("status must be a str, not %s" % type(status).__name__)
+        if type(headers) is not list:
+            raise TypeError("headers must be a list, not %s" % type(headers).__name__)
+        for item in headers:
+            if type(item) is not tuple or len(item) != 2 or type(item[0]) is not str or type(item[1]) is not str:
+                raise TypeError("each header must be a (str, str) tuple, got %r" % (item,))
+        self.status = status
+        self.headers = headers
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """The legacy write() callable: sends data at once."""
+        if self.status is None:
+            raise AssertionError("write() called before start_response()")
+        if type(data) is not bytes:
+            data = bytes(data)
+        self.worker.stream_chunk(self, data)
+
+
+class Worker:
+    """Reads request frames from Go, runs the app, writes response frames."""
+
+    def __init__(self, sock: socket.socket, app: WSGIApp, base_environ: dict) -> None:
+        self.sock = sock
+        self.app = app
+        self.base_environ = base_environ
+        self.inbox: Deque[Tuple[int, int, int, memoryview]] = deque()
+        self.pending = b""
+        self.out: List[bytes] = []
+        self.cancelled: set = set()
+        self.poller = select.poll()
+        self.poller.register(sock.fileno(), select.POLLIN)
+
+    # --- reading -----------------------------------------------------------
+
+    def fill(self, block: bool) -> bool:
+        """Reads what the socket has and queues every complete frame.
+
+        Returns False at end of file (Go closed the socket: time to exit).
+        """
+        if not block and not self.poller.poll(0):
+            return True
+        data = self.sock.recv(RECV_SIZE)
+        if not data:
+            return False
+        if self.pending:
+            data = self.pending + data
+        n = len(data)
+        off = 0
+        view = memoryview(data)
+        while n - off >= HEADER_SIZE:
+            length, kind, flags, _, stream = HEADER.unpack_from(data, off)
+            end = off + HEADER_SIZE + length
+            if end > n:
+                # A large frame: read the rest of it in one buffer.
+                if end - off > RECV_SIZE:
+                    buf = bytearray(end - off)
+                    have = n - off
+                    buf[:have] = view[off:]
+                    bview = memoryview(buf)
+                    while have < len(buf):
+                        got = self.sock.recv_into(bview[have:])
+                        if not got:
+                            return False
+                        have += got
+                    self.queue(kind, flags, stream, bview[HEADER_SIZE:])
+                    off = n
+                break
+            self.queue(kind, flags, stream, view[off + HEADER_SIZE : end])
+            off = end
+        self.pending = data[off:] if off < n else b""
+        return True
+
+    def queue(self, kind: int, flags: int, stream: int, payload: memoryview) -> None:
+        if kind == CANCEL:
+            self.cancelled.add(stream)
+        else:
+            self.inbox.append((kind, flags, stream, payload))
+
+    def serve(self) -> None:
+        """The worker's main loop; returns when Go closes the socket."""
+        inbox = self.inbox
+        while True:
+            if not inbox:
+                self.flush()
+                self.cancelled.clear()
+                if not self.fill(block=True):
+                    return
+                continue
+            kind, flags, stream, payload = inbox.popleft()
+            if kind == REQUEST:
+                self.handle(stream, flags, payload)
+
+    def flush(self) -> None:
+        if self.out:
+            data = b"".join(self.out) if len(self.out) > 1 else self.out[0]
+            self.out.clear()
+            self.sock.sendall(data)
+
+    # --- one request -------------------------------------------------------
+
+    def handle(self, stream: int, flags: int, payload: memoryview) -> None:
+        """Runs the app for one request and queues or streams its response."""
+        environ_len = U32.unpack_from(payload)[0]
+        environ = self.base_environ.copy()
+        environ.update(marshal.loads(payload[4 : 4 + environ_len]))
+        if flags & FLAG_BODY_FILE:
+            wsgi_input: Any = open(environ.pop("taipan.body_path"), "rb")
+        else:
+            wsgi_input = io.BytesIO(payload[4 + environ_len :])
+        environ["wsgi.input"] = wsgi_input
+        response = Response(self, stream)
+        result: Any = None
+        try:
+            result = self.app(environ, response.start_response)
+            self.send_result(response, result)
+        except Cancelled:
+            pass
+        except Exception:
+            self.fail(response, environ)
+        finally:
+            if result is not None and hasattr(result, "close"):
+                try:
+                    result.close()
+                except Exception:
+                    self.log(LOG_ERROR, "Error closing the response of %s" % request_line(environ), stream)
+            wsgi_input.close()
+
+    def send_result(self, response: Response, result: Iterable[bytes]) -> None:
+        """Sends the iterable the app returned."""
+        if type(result) is list and len(result) <= 1 and not response.sent:
+            # The common case, `return [body]`: one complete HEAD frame,
+            # written with the rest of the batch.
+            body = result[0] if result else b""
+            if type(body) is not bytes:
+                raise TypeError("the app must yield bytes, not %s" % type(body).__name__)
+            if response.status is None:
+                raise AssertionError("the app returned without calling start_response()")
+            self.out.append(head_frame(response.stream, response.status, response.headers, body, True))
+            return
+        if type(result) is FileWrapper and not response.sent and self.send_file(response, result):
+            return
+        for chunk in result:
+            if type(chunk) is not bytes:
+                raise TypeError("the app must yield bytes, not %s" % type(chunk).__name__)
+            if chunk:
+                self.stream_chunk(response, chunk)
+        if response.status is None:
+            raise AssertionError("the app returned without calling start_response()")
+        if response.sent:
+            self.out.append(frame(BODY, response.stream, b"", FLAG_END))
+        else:
+            self.out.append(head_frame(response.stream, response.status, response.headers, b"", True))
+
+    def stream_chunk(self, response: Response, chunk: bytes) -> None:
+        """Sends one body chunk now (with the head before the first one)."""
+        stream = response.stream
+        self.fill(block=False)
+        if stream in self.cancelled:
+            raise Cancelled()
+        if not response.sent:
+            if response.status is None:
+                raise AssertionError("the app yielded a body before calling start_response()")
+            self.out.append(head_frame(stream, response.status, response.headers, chunk, False))
+            response.sent = True
+        else:
+            self.out.append(frame(BODY, stream, chunk))
+        self.flush()
+
+    def send_file(self, response: Response, wrapper: FileWrapper) -> bool:
+        """Hands the wrapped file's descriptor to Go, which sends it itself.
+
+        Returns False when the file cannot be passed (no fileno, not a regular
+        file), and the caller iterates the wrapper instead.
+        """
+        filelike = wrapper.filelike
+        try:
+            fd = filelike.fileno()
+            st = os.fstat(fd)
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            return False
+        if not (st.st_mode & 0o170000 == 0o100000):  # S_ISREG
+            return False
+        try:
+            offset = filelike.tell()
+        except (AttributeError, OSError):
+            offset = 0
+        count = max(st.st_size - offset, 0)
+        for name, value in response.headers:
+            if name.lower() == "content-length":
+                try:
+                    count = min(count, int(value))
+                except ValueError:
+                    pass
+        if response.status is None:
+            raise AssertionError("the app returned without calling start_response()")
+        self.out.append(head_frame(response.stream, response.status, response.headers, b"", False))
+        response.sent = True
+        self.flush()
+        socket.send_fds(self.sock, [frame(FILE, response.stream, FILE_RANGE.pack(offset, count))], [fd])
+        self.out.append(frame(BODY, response.stream, b"", FLAG_END))
+        return True
+
+    def fail(self, response: Response, environ: dict) -> None:
+        """Reports an exception raised by the app: 500, or abort mid-body."""
+        self.log(LOG_ERROR, "Error handling request %s\n%s" % (request_line(environ), traceback.format_exc()), response.stream)
+        if response.sent:
+            self.out.append(frame(ABORT, response.stream, b"app raised after the response head was sent"))
+        else:
+            status, headers, body = INTERNAL_ERROR
+            self.out.append(head_frame(response.stream, status, headers, body, True))
+        response.sent = True
+
+    def log(self, level: int, text: str, stream: int = 0) -> None:
+        self.out.append(frame(LOG, stream, bytes([level]) + text.encode("utf-8", "replace")))
+
+
+def request_line(environ: dict) -> str:
+    return "%s %s" % (environ.get("REQUEST_METHOD", "?"), environ.get("RAW_URI", "?"))
+
+
+# --- loading the app ---------------------------------------------------------
+
+
+def load_app(spec: str) -> WSGIApp:
+    """Imports MODULE[:CALLABLE]; CALLABLE may be `name`, `a.b`, or `factory(args)`.
+
+    Without a callable, `application` is tried, then `app`.
+    """
+    module_name, _, expr = spec.partition(":")
+    module = importlib.import_module(module_name)
+    if not expr:
+        for name in ("application", "app"):
+            if hasattr(module, name):
+                return getattr(module, name)
+        raise LookupError("module %r has no 'application' or 'app'; name the callable: %s:NAME" % (module_name, module_name))
+    try:
+        node = ast.parse(expr.strip(), mode="eval").body
+    except SyntaxError:
+        raise ValueError("cannot parse the callable %r in %r" % (expr, spec)) from None
+    call: Optional[ast.Call] = None
+    if isinstance(node, ast.Call):
+        call, node = node, node.func
+    target: Any = module
+    for name in attribute_path(node, spec):
+        try:
+            target = getattr(target, name)
+        except AttributeError:
+            raise LookupError("module %r has no attribute %r (from %r)" % (module_name, name, spec)) from None
+    if call is not None:
+        try:
+            args = [ast.literal_eval(a) for a in call.args]
+            kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+        except ValueError:
+            raise ValueError("factory arguments in %r must be literals" % spec) from None
+        target = target(*args, **kwargs)
+    if not callable(target):
+        raise TypeError("%r is not callable (got %s)" % (spec, type(target).__name__))
+    return target
+
+
+def attribute_path(node: ast.AST, spec: str) -> List[str]:
+    names: List[str] = []
+    while isinstance(node, ast.Attribute):
+        names.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        raise ValueError("cannot use %r as an app: want MODULE:NAME or MODULE:FACTORY()" % spec)
+    names.append(node.id)
+    return names[::-1]
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="taipan worker (started by taipan, not by hand)")
+    parser.add_argument("--fd", type=int, default=3)
+    parser.add_argument("--app", required=True)
+    parser.add_argument("--protocol", type=int, default=PROTOCOL)
+    parser.add_argument("--pythonpath", action="append", default=[])
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    sock = socket.socket(fileno=args.fd)
+    if args.protocol != PROTOCOL:
+        sock.sendall(frame(BOOT_ERROR, 0, ("worker speaks protocol %d, taipan %d" % (PROTOCOL, args.protocol)).encode()))
+        return 1
+
+    # Running a script puts its own directory first on sys.path; the app's
+    # imports must instead see the working directory, like `python -m`.
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != here]
+    for path in reversed([os.getcwd()] + args.pythonpath):
+        sys.path.insert(0, path)
+    if args.app.startswith("taipan_demo"):
+        sys.path.append(here)
+
+    try:
+        app = load_app(args.app)
+    except BaseException:
+        sock.sendall(frame(BOOT_ERROR, 0, ("Failed to load the app %r:\n%s" % (args.app, traceback.format_exc())).encode("utf-8", "replace")))
+        return 1
+
+    base_environ = {
+        "wsgi.version": (1, 0),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": args.workers > 1,
+        "wsgi.run_once": False,
+        "wsgi.file_wrapper": FileWrapper,
+        "SERVER_SOFTWARE": "taipan",
+    }
+    ready = {"protocol": PROTOCOL, "pid": os.getpid(), "python": "%d.%d.%d" % sys.version_info[:3], "interface": "wsgi"}
+    sock.sendall(frame(READY, 0, json.dumps(ready).encode()))
+    try:
+        Worker(sock, app, base_environ).serve()
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
