@@ -129,7 +129,10 @@ type ResponseWriter interface {
 
 // Handler serves one request. When Serve returns, the response is finished
 // (a chunked body is terminated, buffers are flushed) and the request body is
-// released. A Handler that never calls WriteHead gets a 500.
+// released. A Handler that never calls WriteHead gets a 500. The Request,
+// its Header slice and the ResponseWriter are reused for the connection's
+// next request, so a Handler must not keep them after Serve returns (the
+// strings they hold may be kept).
 type Handler interface {
 	Serve(w ResponseWriter, r *Request)
 }

@@ -1,0 +1,271 @@
+package edge
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+)
+
+// maxChunkLine bounds a chunk-size line including its extensions.
+const maxChunkLine = 4096
+
+// bodySink accumulates a request body in memory and moves it to a
+// temporary file once it grows past memLimit.
+type bodySink struct {
+	mem      []byte
+	file     *os.File
+	size     int64
+	memLimit int64
+	dir      string
+}
+
+// readFrom appends exactly n bytes from br to the body.
+func (s *bodySink) readFrom(br *bufio.Reader, n int64) error {
+	if s.file == nil && s.size+n > s.memLimit {
+		if err := s.spill(); err != nil {
+			return err
+		}
+	}
+	if s.file == nil {
+		old := len(s.mem)
+		s.mem = grow(s.mem, int(n))
+		if _, err := io.ReadFull(br, s.mem[old:old+int(n)]); err != nil {
+			return noEOF(err)
+		}
+		s.size += n
+		return nil
+	}
+	m, err := io.CopyN(s.file, br, n)
+	s.size += m
+	if err != nil {
+		if m < n && !isFileError(err) {
+			return noEOF(err)
+		}
+		return &spillError{fmt.Errorf("edge: writing request body to %s: %w", s.file.Name(), err)}
+	}
+	return nil
+}
+
+// spill moves the in-memory part of the body to a new temporary file.
+func (s *bodySink) spill() error {
+	f, err := os.CreateTemp(s.dir, "taipan-body-*")
+	if err != nil {
+		return &spillError{fmt.Errorf("edge: creating request body spill file: %w", err)}
+	}
+	if _, err := f.Write(s.mem); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return &spillError{fmt.Errorf("edge: writing request body to %s: %w", f.Name(), err)}
+	}
+	s.file = f
+	s.mem = nil
+	return nil
+}
+
+// discard removes a partly written spill file.
+func (s *bodySink) discard() {
+	if s.file != nil {
+		name := s.file.Name()
+		s.file.Close()
+		os.Remove(name)
+		s.file = nil
+	}
+}
+
+// spillError is a local failure (disk full, unwritable TempDir) while
+// buffering a body: the client gets 500 and the error is logged.
+type spillError struct{ err error }
+
+func (e *spillError) Error() string { return e.err.Error() }
+func (e *spillError) Unwrap() error { return e.err }
+
+// isFileError reports whether err came from the spill file rather than the
+// connection; io.CopyN only tells us which side failed through the error.
+func isFileError(err error) bool {
+	_, ok := err.(*os.PathError)
+	return ok
+}
+
+func grow(b []byte, n int) []byte {
+	if cap(b)-len(b) >= n {
+		return b[:len(b)+n]
+	}
+	nb := make([]byte, len(b)+n, max(2*cap(b), len(b)+n))
+	copy(nb, b)
+	return nb
+}
+
+// noEOF turns EOF inside a body into ErrUnexpectedEOF: the client hung up
+// before sending what it announced.
+func noEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// readBody buffers the request body announced by c.st into c.body.
+func (c *conn) readBody() error {
+	cfg := &c.srv.cfg
+	st := &c.st
+	c.body = Body{}
+	c.req.Body = &c.body
+	if !st.chunked && st.contentLength <= 0 {
+		return nil
+	}
+	if st.expectContinue && c.req.ProtoMinor == 1 {
+		c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+		if err := c.bw.Flush(); err != nil {
+			return err
+		}
+	}
+	c.cr.perRead = cfg.BodyReadTimeout
+	defer func() { c.cr.perRead = 0 }()
+
+	sink := bodySink{memLimit: cfg.BodyMemoryLimit, dir: cfg.TempDir}
+	var err error
+	if st.chunked {
+		err = c.readChunked(&sink)
+	} else {
+		if st.contentLength <= sink.memLimit {
+			sink.mem = make([]byte, 0, st.contentLength)
+		}
+		err = sink.readFrom(c.br, st.contentLength)
+	}
+	if err != nil {
+		sink.discard()
+		return err
+	}
+	c.body = Body{mem: sink.mem, file: sink.file, size: sink.size}
+	return nil
+}
+
+// readChunked decodes a chunked body (RFC 9112 section 7.1) into sink.
+// Extensions are ignored and trailer fields are read and dropped.
+func (c *conn) readChunked(sink *bodySink) error {
+	cfg := &c.srv.cfg
+	for {
+		line, err := c.readStrictLine(maxChunkLine)
+		if err == errLineTooLong {
+			return badRequest("chunk size line too long")
+		}
+		if err != nil {
+			return err
+		}
+		size, herr := parseChunkSize(line)
+		if herr != nil {
+			return herr
+		}
+		if size == 0 {
+			return c.skipTrailers()
+		}
+		if cfg.bodyTooLarge(sink.size + size) {
+			return &httpError{413, "413 Content Too Large", "request body too large"}
+		}
+		if err := sink.readFrom(c.br, size); err != nil {
+			return err
+		}
+		var crlf [2]byte
+		if _, err := io.ReadFull(c.br, crlf[:]); err != nil {
+			return noEOF(err)
+		}
+		if crlf != [2]byte{'\r', '\n'} {
+			return badRequest("missing CRLF after chunk data")
+		}
+	}
+}
+
+// skipTrailers reads the trailer section after the last chunk and drops it.
+func (c *conn) skipTrailers() error {
+	cfg := &c.srv.cfg
+	for n := 0; ; n++ {
+		line, err := c.readStrictLine(cfg.LimitRequestFieldSize)
+		if err == errLineTooLong {
+			return &httpError{431, "431 Request Header Fields Too Large", "trailer field too long"}
+		}
+		if err != nil {
+			return err
+		}
+		if len(line) == 0 {
+			return nil
+		}
+		if n >= cfg.LimitRequestFields {
+			return &httpError{431, "431 Request Header Fields Too Large", "too many trailer fields"}
+		}
+		if line[0] == ' ' || line[0] == '\t' || indexByte(line, ':') <= 0 {
+			return badRequest("malformed trailer field")
+		}
+	}
+}
+
+// readStrictLine reads a CRLF-terminated line of at most limit bytes into
+// c.lbuf and returns its content. A bare LF or CR is an error: inside
+// chunked framing leniency invites request smuggling.
+func (c *conn) readStrictLine(limit int) ([]byte, error) {
+	c.lbuf = c.lbuf[:0]
+	for {
+		frag, err := c.br.ReadSlice('\n')
+		if len(c.lbuf)+len(frag) > limit+2 {
+			return nil, errLineTooLong
+		}
+		c.lbuf = append(c.lbuf, frag...)
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err != nil {
+			return nil, noEOF(err)
+		}
+		break
+	}
+	n := len(c.lbuf)
+	if n < 2 || c.lbuf[n-2] != '\r' {
+		return nil, badRequest("chunked framing line not ended by CRLF")
+	}
+	line := c.lbuf[:n-2]
+	for _, b := range line {
+		if (b < ' ' && b != '\t') || b == 0x7f {
+			return nil, badRequest("control character in chunked framing")
+		}
+	}
+	return line, nil
+}
+
+// parseChunkSize parses "1*HEXDIG [ BWS ; chunk-ext ]".
+func parseChunkSize(line []byte) (int64, *httpError) {
+	var n int64
+	i := 0
+	for ; i < len(line); i++ {
+		v, ok := hexVal(line[i])
+		if !ok {
+			break
+		}
+		if n > (1<<63-1)>>4 {
+			return 0, badRequest("chunk size overflows")
+		}
+		n = n<<4 | int64(v)
+	}
+	if i == 0 {
+		return 0, badRequest("invalid chunk size")
+	}
+	rest := line[i:]
+	for len(rest) > 0 && (rest[0] == ' ' || rest[0] == '\t') {
+		rest = rest[1:]
+	}
+	if len(rest) > 0 && rest[0] != ';' {
+		return 0, badRequest("invalid chunk size")
+	}
+	return n, nil
+}
+
+func hexVal(b byte) (byte, bool) {
+	switch {
+	case '0' <= b && b <= '9':
+		return b - '0', true
+	case 'a' <= b && b <= 'f':
+		return b - 'a' + 10, true
+	case 'A' <= b && b <= 'F':
+		return b - 'A' + 10, true
+	}
+	return 0, false
+}

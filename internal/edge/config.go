@@ -1,0 +1,120 @@
+package edge
+
+import (
+	"os"
+	"time"
+)
+
+// Defaults for Config fields left at their zero value. The request limits
+// match gunicorn's so that an application moved to taipan sees the same
+// rejections.
+const (
+	DefaultLimitRequestLine      = 4094
+	DefaultLimitRequestFields    = 100
+	DefaultLimitRequestFieldSize = 8190
+	DefaultLimitRequestBody      = 1 << 30
+	DefaultBodyMemoryLimit       = 1 << 20
+	DefaultReadHeaderTimeout     = 10 * time.Second
+	DefaultBodyReadTimeout       = 30 * time.Second
+	DefaultKeepAliveTimeout      = 5 * time.Second
+	DefaultWriteTimeout          = 60 * time.Second
+	DefaultServerHeader          = "taipan"
+)
+
+// NoBodyLimit, set as Config.LimitRequestBody, disables the request body
+// size limit (zero means "use the default" like every other field).
+const NoBodyLimit int64 = -1
+
+// Config holds the resolved settings of a Server. A zero field means the
+// default documented on it; NewServer fills the defaults in.
+type Config struct {
+	// LimitRequestLine is the longest request line accepted, in bytes
+	// without the line terminator; a longer one gets 414 (default 4094).
+	LimitRequestLine int
+	// LimitRequestFields is the largest number of header fields accepted;
+	// more get 431 (default 100).
+	LimitRequestFields int
+	// LimitRequestFieldSize is the longest header line accepted, in bytes
+	// without the line terminator; a longer one gets 431 (default 8190).
+	LimitRequestFieldSize int
+	// LimitRequestBody is the largest request body accepted; a larger one
+	// gets 413 (default 1 GiB; NoBodyLimit or any negative value: no limit).
+	LimitRequestBody int64
+	// BodyMemoryLimit is the largest body kept in memory; larger bodies are
+	// spilled to a temporary file in TempDir (default 1 MiB).
+	BodyMemoryLimit int64
+	// TempDir is where spilled bodies go (default os.TempDir()).
+	TempDir string
+
+	// ReadHeaderTimeout bounds the time to receive a whole request head,
+	// counted from its first byte (default 10s). On expiry the client gets
+	// 408 and the connection is closed.
+	ReadHeaderTimeout time.Duration
+	// BodyReadTimeout bounds each wait for request body bytes (default 30s).
+	BodyReadTimeout time.Duration
+	// KeepAliveTimeout bounds the idle time between requests on a
+	// keep-alive connection (default 5s).
+	KeepAliveTimeout time.Duration
+	// WriteTimeout bounds each write or flush to the client, so a client
+	// that stops reading is eventually dropped (default 60s).
+	WriteTimeout time.Duration
+
+	// ServerHeader is the Server response header value, added unless the
+	// Handler set one (default "taipan").
+	ServerHeader string
+	// AccessLog, when non-nil, is called once per answered request,
+	// including requests rejected by the parser once their request line
+	// was read. The record is reused after the call returns.
+	AccessLog func(*AccessRecord)
+}
+
+// DefaultConfig returns a Config with every field at its default.
+func DefaultConfig() Config {
+	var c Config
+	c.setDefaults()
+	return c
+}
+
+// setDefaults replaces zero fields by their defaults.
+func (c *Config) setDefaults() {
+	if c.LimitRequestLine <= 0 {
+		c.LimitRequestLine = DefaultLimitRequestLine
+	}
+	if c.LimitRequestFields <= 0 {
+		c.LimitRequestFields = DefaultLimitRequestFields
+	}
+	if c.LimitRequestFieldSize <= 0 {
+		c.LimitRequestFieldSize = DefaultLimitRequestFieldSize
+	}
+	if c.LimitRequestBody == 0 {
+		c.LimitRequestBody = DefaultLimitRequestBody
+	} else if c.LimitRequestBody < 0 {
+		c.LimitRequestBody = NoBodyLimit
+	}
+	if c.BodyMemoryLimit <= 0 {
+		c.BodyMemoryLimit = DefaultBodyMemoryLimit
+	}
+	if c.TempDir == "" {
+		c.TempDir = os.TempDir()
+	}
+	if c.ReadHeaderTimeout <= 0 {
+		c.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if c.BodyReadTimeout <= 0 {
+		c.BodyReadTimeout = DefaultBodyReadTimeout
+	}
+	if c.KeepAliveTimeout <= 0 {
+		c.KeepAliveTimeout = DefaultKeepAliveTimeout
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.ServerHeader == "" {
+		c.ServerHeader = DefaultServerHeader
+	}
+}
+
+// bodyTooLarge reports whether n body bytes exceed the limit.
+func (c *Config) bodyTooLarge(n int64) bool {
+	return c.LimitRequestBody >= 0 && n > c.LimitRequestBody
+}

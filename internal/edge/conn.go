@@ -1,0 +1,315 @@
+package edge
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"time"
+)
+
+// Lingering close: after answering and deciding to close, the edge shuts
+// its write side and drains what the client still sends for a moment, so
+// that unread request bytes do not make the kernel reset the connection
+// and destroy the response before the client reads it.
+const (
+	lingerTimeout = 500 * time.Millisecond
+	lingerMaxRead = 256 << 10
+)
+
+// maxRetainedHead is the largest head buffer a connection keeps between
+// requests.
+const maxRetainedHead = 64 << 10
+
+// connState tracks a connection for Shutdown.
+type connState int
+
+const (
+	stateIdle   connState = iota // waiting for the first byte of a request
+	stateActive                  // reading, serving or answering a request
+	stateClosed                  // closed by Shutdown
+)
+
+// reqState is what the parser learned about the current request beyond
+// the Request fields: framing, connection management, log fields.
+type reqState struct {
+	contentLength  int64 // -1 when absent
+	chunked        bool
+	expectContinue bool
+	expectFailed   bool
+	connClose      bool
+	connKeepAlive  bool
+	keepAlive      bool // the client allows another request after this one
+	referer        string
+	userAgent      string
+}
+
+// conn is one client connection. Its buffers and request structures are
+// reused from one request to the next, so a Handler must not keep the
+// Request, its Header slice or the ResponseWriter after Serve returns.
+type conn struct {
+	srv        *Server
+	rwc        net.Conn
+	serverName string
+	serverPort string
+	remoteAddr string
+	remotePort string
+	state      connState // guarded by srv.mu
+
+	cr connReader
+	cw connWriter
+	br *bufio.Reader
+	bw *bufio.Writer
+
+	hbuf    []byte      // request head text, line terminators removed
+	lbuf    []byte      // chunked framing line
+	wbuf    []byte      // response head being built
+	fields  []fieldSpan // header fields within hbuf
+	reqLine string      // request line, for the access log
+
+	req    Request
+	st     reqState
+	body   Body
+	resp   response
+	rec    AccessRecord
+	linger bool // drain input before closing
+}
+
+// connReader is the bufio.Reader's source. Before blocking on the socket it
+// flushes pending output, which is what lets pipelined responses batch up
+// while requests are still buffered and go out once input runs dry.
+type connReader struct {
+	c       *conn
+	perRead time.Duration // when > 0, a fresh read deadline for each read
+}
+
+func (r *connReader) Read(p []byte) (int, error) {
+	c := r.c
+	if c.bw.Buffered() > 0 {
+		if err := c.bw.Flush(); err != nil {
+			return 0, err
+		}
+	}
+	if r.perRead > 0 {
+		c.rwc.SetReadDeadline(time.Now().Add(r.perRead))
+	}
+	return c.rwc.Read(p)
+}
+
+// connWriter is the bufio.Writer's sink; each write gets WriteTimeout.
+type connWriter struct{ c *conn }
+
+func (w *connWriter) Write(p []byte) (int, error) {
+	c := w.c
+	c.rwc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+	return c.rwc.Write(p)
+}
+
+// serve runs the connection's request loop.
+func (c *conn) serve() {
+	s := c.srv
+	cfg := &s.cfg
+	c.cr.c = c
+	c.cw.c = c
+	c.resp.c = c
+	c.br = s.getReader(&c.cr)
+	c.bw = s.getWriter(&c.cw)
+	defer c.close()
+
+	wait := cfg.ReadHeaderTimeout // for the first request of the connection
+	for {
+		if s.shutting.Load() {
+			return
+		}
+		if c.br.Buffered() == 0 {
+			// Nothing pipelined: send what is pending, then wait idle.
+			if err := c.bw.Flush(); err != nil {
+				return
+			}
+			if !s.setState(c, stateIdle) {
+				return
+			}
+			c.rwc.SetReadDeadline(time.Now().Add(wait))
+			if _, err := c.br.Peek(1); err != nil {
+				return
+			}
+			if !s.setState(c, stateActive) {
+				return
+			}
+		}
+		wait = cfg.KeepAliveTimeout
+		start := time.Now()
+		c.rwc.SetReadDeadline(start.Add(cfg.ReadHeaderTimeout))
+		if !c.serveOne(start) {
+			return
+		}
+	}
+}
+
+// serveOne reads, serves and answers one request; it reports whether the
+// connection may carry another.
+func (c *conn) serveOne(start time.Time) bool {
+	c.st = reqState{contentLength: -1}
+	if cap(c.hbuf) > maxRetainedHead {
+		c.hbuf = nil // an unusually large head: do not keep its buffer
+	}
+	if err := c.readHead(); err != nil {
+		c.readFailed(err, start)
+		return false
+	}
+	if err := c.readBody(); err != nil {
+		c.readFailed(err, start)
+		return false
+	}
+	keep := c.runHandler(start)
+	c.body.release()
+	if !keep {
+		c.linger = true
+	}
+	return keep
+}
+
+// runHandler calls the Handler, finishes its response and logs it.
+func (c *conn) runHandler(start time.Time) bool {
+	s := c.srv
+	w := &c.resp
+	w.reset()
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				w.panicked = true
+				s.log.Errorf("edge: panic serving %s %s: %v\n%s", c.req.Method, c.req.Target, p, debug.Stack())
+			}
+		}()
+		s.handler.Serve(w, &c.req)
+	}()
+	w.finish()
+	if s.cfg.AccessLog != nil {
+		c.logAccess(start, w.code, w.written)
+	}
+	return !w.closeAfter && w.err == nil
+}
+
+// readFailed answers a request that could not be read: a parse error gets
+// its status, a timeout gets 408, a spill failure 500; a client that went
+// away gets nothing.
+func (c *conn) readFailed(err error, start time.Time) {
+	var he *httpError
+	var se *spillError
+	var ne net.Error
+	switch {
+	case errors.As(err, &he):
+	case errors.As(err, &se):
+		c.srv.log.Errorf("%v", se)
+		he = &httpError{500, "500 Internal Server Error", "could not buffer the request body"}
+	case errors.As(err, &ne) && ne.Timeout():
+		he = &httpError{408, "408 Request Timeout", "timed out reading the request"}
+	default:
+		return // EOF, reset: nobody to answer
+	}
+	c.linger = true
+	n := c.writeError(he)
+	if c.srv.cfg.AccessLog != nil && c.reqLine != "" {
+		c.logAccess(start, he.code, n)
+	}
+}
+
+// writeError sends a short plain-text error response with Connection:
+// close and returns the body length.
+func (c *conn) writeError(he *httpError) int64 {
+	reason := he.status
+	if len(reason) > 4 {
+		reason = reason[4:]
+	}
+	body := reason + ": " + he.reason + "\n"
+	b := c.wbuf[:0]
+	b = append(b, "HTTP/1.1 "...)
+	b = append(b, he.status...)
+	b = append(b, "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(len(body)), 10)
+	b = append(b, "\r\nConnection: close\r\n"...)
+	b = c.appendDateServer(b, false, false)
+	b = append(b, "\r\n"...)
+	b = append(b, body...)
+	c.wbuf = b
+	c.rwc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+	c.bw.Write(b)
+	c.bw.Flush()
+	return int64(len(body))
+}
+
+// appendDateServer appends the Date and Server header lines the Handler
+// did not supply.
+func (c *conn) appendDateServer(b []byte, hasDate, hasServer bool) []byte {
+	if !hasDate {
+		b = append(b, "Date: "...)
+		b = append(b, c.srv.date.get(time.Now())...)
+		b = append(b, "\r\n"...)
+	}
+	if !hasServer && c.srv.cfg.ServerHeader != "" {
+		b = append(b, "Server: "...)
+		b = append(b, c.srv.cfg.ServerHeader...)
+		b = append(b, "\r\n"...)
+	}
+	return b
+}
+
+// logAccess reports the current request to the access log.
+func (c *conn) logAccess(start time.Time, status int, bodyBytes int64) {
+	r := &c.rec
+	*r = AccessRecord{
+		RemoteAddr:  c.remoteAddr,
+		Start:       start,
+		Duration:    time.Since(start),
+		RequestLine: c.reqLine,
+		Method:      c.req.Method,
+		Target:      c.req.Target,
+		Proto:       c.req.Proto,
+		Status:      status,
+		BodyBytes:   bodyBytes,
+		Referer:     c.st.referer,
+		UserAgent:   c.st.userAgent,
+	}
+	c.srv.cfg.AccessLog(r)
+}
+
+// close flushes pending output, closes the connection (lingering when the
+// client may still be sending) and returns the buffers to their pools.
+func (c *conn) close() {
+	s := c.srv
+	c.bw.Flush()
+	if c.linger {
+		if tc, ok := c.rwc.(interface{ CloseWrite() error }); ok && tc.CloseWrite() == nil {
+			c.rwc.SetReadDeadline(time.Now().Add(lingerTimeout))
+			io.CopyN(io.Discard, c.rwc, lingerMaxRead)
+		}
+	}
+	c.rwc.Close()
+	c.body.release()
+	s.putReader(c.br)
+	s.putWriter(c.bw)
+	s.forget(c)
+}
+
+// sendFile copies n bytes of f from offset straight to the socket, in
+// slices so each gets a fresh WriteTimeout. Copying from the *os.File to
+// the net.Conn lets the runtime use sendfile(2).
+func (c *conn) sendFile(f *os.File, offset, n int64) (int64, error) {
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return 0, err
+	}
+	const slice = 4 << 20
+	var sent int64
+	for sent < n {
+		c.rwc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+		m, err := io.CopyN(c.rwc, f, min(n-sent, slice))
+		sent += m
+		if err != nil {
+			return sent, err
+		}
+	}
+	return sent, nil
+}

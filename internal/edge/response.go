@@ -1,0 +1,392 @@
+package edge
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+)
+
+var (
+	errHeadWritten  = errors.New("edge: WriteHead called twice")
+	errNoHead       = errors.New("edge: body written before WriteHead")
+	errResponseDone = errors.New("edge: response used after the Handler returned")
+	errBodyTooLong  = errors.New("edge: response body longer than its Content-Length")
+)
+
+// response implements ResponseWriter for one request on a conn. It is
+// reused for every request of the connection.
+type response struct {
+	c *conn
+
+	headWritten bool
+	done        bool  // the Handler returned
+	panicked    bool  // the Handler panicked
+	code        int   // status code sent
+	noBody      bool  // HEAD, 1xx, 204 or 304: no body bytes go out
+	chunked     bool  // Transfer-Encoding: chunked framing
+	clen        int64 // Content-Length sent, or -1
+	written     int64 // body bytes sent
+	closeAfter  bool  // close the connection after this response
+	aborted     bool  // the body must not be terminated
+	err         error // first write error; the client is gone
+}
+
+func (w *response) reset() {
+	c := w.c
+	*w = response{c: c, clen: -1}
+}
+
+// HeadWritten reports whether WriteHead has been called.
+func (w *response) HeadWritten() bool { return w.headWritten }
+
+// Abort makes the edge close the connection without finishing the body.
+func (w *response) Abort() {
+	w.aborted = true
+	w.closeAfter = true
+}
+
+// headerKind classifies response header names the edge treats specially.
+type headerKind int
+
+const (
+	hOther headerKind = iota
+	hConnection
+	hHopByHop
+	hContentLength
+	hServer
+	hDate
+)
+
+func classifyResponseHeader(name string) headerKind {
+	switch len(name) {
+	case 4:
+		if strings.EqualFold(name, "date") {
+			return hDate
+		}
+	case 6:
+		if strings.EqualFold(name, "server") {
+			return hServer
+		}
+	case 7:
+		if strings.EqualFold(name, "upgrade") {
+			return hHopByHop
+		}
+	case 10:
+		if strings.EqualFold(name, "connection") {
+			return hConnection
+		}
+		if strings.EqualFold(name, "keep-alive") {
+			return hHopByHop
+		}
+	case 14:
+		if strings.EqualFold(name, "content-length") {
+			return hContentLength
+		}
+	case 16:
+		if strings.EqualFold(name, "proxy-connection") {
+			return hHopByHop
+		}
+	case 17:
+		if strings.EqualFold(name, "transfer-encoding") {
+			return hHopByHop
+		}
+	}
+	return hOther
+}
+
+// WriteHead sends the status line and headers, choosing the framing, and
+// then body. It flushes only when the body is to be continued by Write.
+func (w *response) WriteHead(head *ResponseHead, body []byte, complete bool) error {
+	if w.done {
+		return errResponseDone
+	}
+	if w.headWritten {
+		return errHeadWritten
+	}
+	w.headWritten = true
+	c := w.c
+	r := &c.req
+	code := head.Code
+	w.code = code
+	bodyAllowed := code >= 200 && code != 204 && code != 304
+	isHead := r.Method == "HEAD"
+	w.noBody = isHead || !bodyAllowed
+
+	b := append(c.wbuf[:0], "HTTP/1.1 "...)
+	if head.Status != "" {
+		b = append(b, head.Status...)
+	} else {
+		b = strconv.AppendInt(b, int64(code), 10)
+		b = append(b, ' ')
+		b = append(b, reasonPhrase(code)...)
+	}
+	b = append(b, "\r\n"...)
+
+	var hasDate, hasServer bool
+	for i := range head.Header {
+		f := &head.Header[i]
+		switch classifyResponseHeader(f.Name) {
+		case hConnection:
+			forEachToken(f.Value, func(t string) {
+				if strings.EqualFold(t, "close") {
+					w.closeAfter = true
+				}
+			})
+			continue
+		case hHopByHop:
+			continue
+		case hContentLength:
+			if !bodyAllowed || w.clen >= 0 {
+				continue
+			}
+			n, herr := parseDecimal(strings.Trim(f.Value, " \t"))
+			if herr != nil {
+				c.srv.log.Warnf("edge: dropping invalid response Content-Length %q for %s %s", f.Value, r.Method, r.Target)
+				continue
+			}
+			w.clen = n
+		case hServer:
+			hasServer = true
+		case hDate:
+			hasDate = true
+		}
+		b = append(b, f.Name...)
+		b = append(b, ": "...)
+		b = append(b, f.Value...)
+		b = append(b, "\r\n"...)
+	}
+
+	if bodyAllowed && w.clen < 0 {
+		switch {
+		case complete:
+			w.clen = int64(len(body))
+			b = append(b, "Content-Length: "...)
+			b = strconv.AppendInt(b, w.clen, 10)
+			b = append(b, "\r\n"...)
+		case isHead:
+			// The length is unknown, but a HEAD response has no body.
+		case r.ProtoMinor == 1:
+			w.chunked = true
+			b = append(b, "Transfer-Encoding: chunked\r\n"...)
+		default:
+			w.closeAfter = true // HTTP/1.0: the body ends at close
+		}
+	}
+
+	keep := c.st.keepAlive && !w.closeAfter && !c.srv.shutting.Load()
+	if keep && r.ProtoMinor == 0 && !w.noBody && w.clen < 0 {
+		keep = false
+	}
+	if !keep {
+		w.closeAfter = true
+		b = append(b, "Connection: close\r\n"...)
+	} else if r.ProtoMinor == 0 {
+		b = append(b, "Connection: keep-alive\r\n"...)
+	}
+	b = c.appendDateServer(b, hasDate, hasServer)
+	b = append(b, "\r\n"...)
+	c.wbuf = b
+
+	if _, err := c.bw.Write(b); err != nil {
+		return w.fail(err)
+	}
+	if err := w.writeBody(body); err != nil {
+		return err
+	}
+	if !complete {
+		if err := c.bw.Flush(); err != nil {
+			return w.fail(err)
+		}
+	}
+	return nil
+}
+
+// fail records a write error: the client is gone, the connection closes.
+func (w *response) fail(err error) error {
+	if w.err == nil {
+		w.err = fmt.Errorf("edge: writing response: %w", err)
+	}
+	w.closeAfter = true
+	return w.err
+}
+
+// writeBody frames p into the write buffer without flushing. Bytes beyond
+// a declared Content-Length are never sent.
+func (w *response) writeBody(p []byte) error {
+	if w.err != nil {
+		return w.err
+	}
+	if len(p) == 0 || w.noBody {
+		return nil
+	}
+	over := false
+	if w.clen >= 0 {
+		if rem := w.clen - w.written; int64(len(p)) > rem {
+			p, over = p[:rem], true
+		}
+	}
+	bw := w.c.bw
+	if w.chunked {
+		var hdr [18]byte
+		h := strconv.AppendInt(hdr[:0], int64(len(p)), 16)
+		h = append(h, '\r', '\n')
+		bw.Write(h)
+		bw.Write(p)
+		if _, err := bw.WriteString("\r\n"); err != nil {
+			return w.fail(err)
+		}
+	} else if len(p) > 0 {
+		if _, err := bw.Write(p); err != nil {
+			return w.fail(err)
+		}
+	}
+	w.written += int64(len(p))
+	if over {
+		w.closeAfter = true
+		return errBodyTooLong
+	}
+	return nil
+}
+
+// Write sends the next part of the body and flushes it.
+func (w *response) Write(p []byte) error {
+	if w.done {
+		return errResponseDone
+	}
+	if !w.headWritten {
+		return errNoHead
+	}
+	if err := w.writeBody(p); err != nil {
+		return err
+	}
+	if len(p) == 0 || w.noBody {
+		return nil
+	}
+	if err := w.c.bw.Flush(); err != nil {
+		return w.fail(err)
+	}
+	return nil
+}
+
+// SendFile sends n bytes of f from offset. With length- or close-delimited
+// framing the bytes go straight from the file to the socket (sendfile(2)
+// for TCP); with chunked framing they form one chunk.
+func (w *response) SendFile(f *os.File, offset, n int64) error {
+	if w.done {
+		return errResponseDone
+	}
+	if !w.headWritten {
+		return errNoHead
+	}
+	if w.err != nil {
+		return w.err
+	}
+	if n <= 0 || w.noBody {
+		return nil
+	}
+	over := false
+	if w.clen >= 0 {
+		if rem := w.clen - w.written; n > rem {
+			n, over = rem, true
+		}
+	}
+	c := w.c
+	if w.chunked {
+		var hdr [18]byte
+		h := strconv.AppendInt(hdr[:0], n, 16)
+		h = append(h, '\r', '\n')
+		c.bw.Write(h)
+	}
+	if err := c.bw.Flush(); err != nil {
+		return w.fail(err)
+	}
+	sent, err := c.sendFile(f, offset, n)
+	w.written += sent
+	if err != nil {
+		// The framing is broken either way; never terminate the body.
+		w.aborted = true
+		w.closeAfter = true
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("edge: sendfile %s: file ended after %d of %d bytes", f.Name(), sent, n)
+		}
+		return w.fail(err)
+	}
+	if w.chunked {
+		c.bw.WriteString("\r\n")
+		if err := c.bw.Flush(); err != nil {
+			return w.fail(err)
+		}
+	}
+	if over {
+		w.closeAfter = true
+		return errBodyTooLong
+	}
+	return nil
+}
+
+// finish completes the response after the Handler returned: a 500 when no
+// head was written, the terminating chunk, or a close when the body is
+// incomplete.
+func (w *response) finish() {
+	if !w.headWritten && w.err == nil {
+		w.WriteHead(&ResponseHead{
+			Code:   500,
+			Status: "500 Internal Server Error",
+			Header: []HeaderField{{Name: "Content-Type", Value: "text/plain; charset=utf-8"}},
+		}, []byte("Internal Server Error\n"), true)
+	} else if w.panicked {
+		w.aborted = true
+		w.closeAfter = true
+	}
+	w.done = true
+	switch {
+	case w.err != nil:
+	case w.aborted:
+		w.closeAfter = true
+	case w.chunked:
+		if _, err := w.c.bw.WriteString("0\r\n\r\n"); err != nil {
+			w.fail(err)
+		}
+	case !w.noBody && w.clen >= 0 && w.written < w.clen:
+		w.closeAfter = true
+	}
+}
+
+// reasonPhrase returns the reason phrase for codes a Handler may send
+// without a Status string.
+func reasonPhrase(code int) string {
+	switch code {
+	case 100:
+		return "Continue"
+	case 200:
+		return "OK"
+	case 201:
+		return "Created"
+	case 204:
+		return "No Content"
+	case 206:
+		return "Partial Content"
+	case 301:
+		return "Moved Permanently"
+	case 302:
+		return "Found"
+	case 304:
+		return "Not Modified"
+	case 400:
+		return "Bad Request"
+	case 403:
+		return "Forbidden"
+	case 404:
+		return "Not Found"
+	case 500:
+		return "Internal Server Error"
+	case 502:
+		return "Bad Gateway"
+	case 503:
+		return "Service Unavailable"
+	}
+	return "Unknown"
+}

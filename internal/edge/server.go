@@ -1,0 +1,300 @@
+package edge
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"taipan/internal/logging"
+)
+
+// bufSize is the size of each connection's read and write buffers.
+const bufSize = 4096
+
+// shutdownPollInterval is how often Shutdown checks whether the last
+// connection has finished.
+const shutdownPollInterval = 10 * time.Millisecond
+
+// Server serves HTTP/1.x on any number of listeners with one Handler.
+type Server struct {
+	cfg     Config
+	handler Handler
+	log     *logging.Logger
+
+	readers sync.Pool // *bufio.Reader
+	writers sync.Pool // *bufio.Writer
+	date    dateCache
+
+	shutting atomic.Bool
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	unixPaths map[string]struct{} // socket files created by Listen
+}
+
+// NewServer returns a Server running h with cfg (zero fields take their
+// defaults) and reporting errors to log.
+func NewServer(cfg Config, h Handler, log *logging.Logger) *Server {
+	cfg.setDefaults()
+	return &Server{
+		cfg:       cfg,
+		handler:   h,
+		log:       log,
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*conn]struct{}),
+		unixPaths: make(map[string]struct{}),
+	}
+}
+
+// Config returns the Server's resolved configuration.
+func (s *Server) Config() Config { return s.cfg }
+
+// Listen opens a listener for addr, which is "host:port", "[::1]:port",
+// ":port" or "unix:/path". A stale unix socket file (one nobody accepts on)
+// is removed first; Shutdown removes the socket file again.
+func (s *Server) Listen(addr string) (net.Listener, error) {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		if path == "" {
+			return nil, fmt.Errorf("edge: listen %q: empty unix socket path", addr)
+		}
+		if err := removeStaleSocket(path); err != nil {
+			return nil, fmt.Errorf("edge: listen %q: %w", addr, err)
+		}
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			return nil, fmt.Errorf("edge: listen %q: %w", addr, err)
+		}
+		s.mu.Lock()
+		s.unixPaths[path] = struct{}{}
+		s.mu.Unlock()
+		return ln, nil
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return nil, fmt.Errorf("edge: listen %q: want host:port, :port or unix:/path: %w", addr, err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("edge: listen %q: %w", addr, err)
+	}
+	return ln, nil
+}
+
+// removeStaleSocket deletes path if it is a unix socket no process accepts
+// on. Anything else at path is left alone and reported.
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("%s exists and is not a socket", path)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("%s is in use by another server", path)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("removing stale socket: %w", err)
+	}
+	return nil
+}
+
+// Serve accepts connections on ln and serves each on its own goroutine
+// until ln fails or Shutdown is called, in which case it returns nil.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.shutting.Load() {
+		s.mu.Unlock()
+		ln.Close()
+		return nil
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+
+	serverName, serverPort := listenerName(ln.Addr())
+	var backoff time.Duration
+	for {
+		rwc, err := ln.Accept()
+		if err != nil {
+			if s.shutting.Load() {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporaryAccept(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Errorf("accept on %s: %v; retrying in %v", ln.Addr(), err, backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("edge: accept on %s: %w", ln.Addr(), err)
+		}
+		backoff = 0
+		c := s.newConn(rwc, serverName, serverPort)
+		if c == nil {
+			rwc.Close()
+			continue
+		}
+		go c.serve()
+	}
+}
+
+// isTemporaryAccept reports accept errors worth retrying (out of file
+// descriptors, aborted handshakes).
+func isTemporaryAccept(err error) bool {
+	var ne interface{ Temporary() bool }
+	return errors.As(err, &ne) && ne.Temporary()
+}
+
+// listenerName derives ServerName and ServerPort from a listener address.
+func listenerName(a net.Addr) (name, port string) {
+	if a.Network() == "unix" {
+		return "localhost", ""
+	}
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String(), ""
+	}
+	return host, port
+}
+
+// Shutdown stops the Server gracefully: listeners close, idle connections
+// close at once, and a connection with a request in progress closes after
+// answering it. Shutdown waits for all connections to end; if ctx expires
+// first it closes the remaining ones and returns ctx.Err().
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.shutting.Store(true)
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	for path := range s.unixPaths {
+		os.Remove(path)
+	}
+	clear(s.unixPaths)
+	for c := range s.conns {
+		if c.state == stateIdle {
+			c.state = stateClosed
+			c.rwc.Close()
+		}
+	}
+	s.mu.Unlock()
+
+	t := time.NewTicker(shutdownPollInterval)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			s.mu.Lock()
+			for c := range s.conns {
+				c.state = stateClosed
+				c.rwc.Close()
+			}
+			s.mu.Unlock()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// newConn registers a connection, or returns nil during shutdown.
+func (s *Server) newConn(rwc net.Conn, serverName, serverPort string) *conn {
+	c := &conn{srv: s, rwc: rwc, serverName: serverName, serverPort: serverPort}
+	if rwc.RemoteAddr() != nil && rwc.RemoteAddr().Network() != "unix" {
+		c.remoteAddr, c.remotePort, _ = net.SplitHostPort(rwc.RemoteAddr().String())
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutting.Load() {
+		return nil
+	}
+	c.state = stateIdle
+	s.conns[c] = struct{}{}
+	return c
+}
+
+// setState moves c to st; it reports false when Shutdown has already
+// closed the connection.
+func (s *Server) setState(c *conn, st connState) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.state == stateClosed {
+		return false
+	}
+	c.state = st
+	return true
+}
+
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+func (s *Server) getReader(r *connReader) *bufio.Reader {
+	if br, ok := s.readers.Get().(*bufio.Reader); ok {
+		br.Reset(r)
+		return br
+	}
+	return bufio.NewReaderSize(r, bufSize)
+}
+
+func (s *Server) putReader(br *bufio.Reader) {
+	br.Reset(nil)
+	s.readers.Put(br)
+}
+
+func (s *Server) getWriter(w *connWriter) *bufio.Writer {
+	if bw, ok := s.writers.Get().(*bufio.Writer); ok {
+		bw.Reset(w)
+		return bw
+	}
+	return bufio.NewWriterSize(w, bufSize)
+}
+
+func (s *Server) putWriter(bw *bufio.Writer) {
+	bw.Reset(nil)
+	s.writers.Put(bw)
+}
+
+// dateCache holds the Date header value, formatted at most once a second.
+type dateCache struct {
+	v atomic.Pointer[dateValue]
+}
+
+type dateValue struct {
+	sec int64
+	b   []byte // "Mon, 02 Jan 2006 15:04:05 GMT"
+}
+
+// get returns the formatted date for now; the slice must not be modified.
+func (d *dateCache) get(now time.Time) []byte {
+	sec := now.Unix()
+	if v := d.v.Load(); v != nil && v.sec == sec {
+		return v.b
+	}
+	v := &dateValue{sec: sec, b: now.UTC().AppendFormat(make([]byte, 0, 29), "Mon, 02 Jan 2006 15:04:05 GMT")}
+	d.v.Store(v)
+	return v.b
+}

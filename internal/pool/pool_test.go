@@ -1,0 +1,252 @@
+package pool
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"taipan/internal/logging"
+	"taipan/internal/wire"
+	"taipan/python"
+)
+
+const testApp = `
+import os, time
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/sleep":
+        time.sleep(float(environ["QUERY_STRING"]))
+    if path == "/die":
+        os._exit(1)
+    if path == "/stream":
+        start_response("200 OK", [])
+        return (b"chunk%d;" % i for i in range(3))
+    body = ("%s %d %s" % (path, os.getpid(), environ["wsgi.input"].read().decode())).encode()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+`
+
+func interpreter(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{os.Getenv("TAIPAN_TEST_PYTHON"), "/usr/bin/python3", "python3"} {
+		if p == "" {
+			continue
+		}
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	t.Skip("no python3")
+	return ""
+}
+
+// newPool starts a pool of real workers running src as module testapp.
+func newPool(t *testing.T, workers int, src string) (*Pool, *logBuffer) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "testapp.py"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(dir, python.WorkerFile)
+	if err := os.WriteFile(script, python.Worker, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logs := &logBuffer{}
+	log := logging.New(logs, logging.Debug)
+	p := New(Config{
+		Spec:        Spec{Python: interpreter(t), Script: script, App: "testapp:app", Dir: dir, Env: os.Environ()},
+		Workers:     workers,
+		BootTimeout: 20 * time.Second,
+	}, log)
+	return p, logs
+}
+
+// logBuffer collects log output for assertions while workers still write.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func job(path, query, body string) *Job {
+	var e wire.EnvironEncoder
+	e.Reset()
+	e.Add("REQUEST_METHOD", "GET")
+	e.Add("PATH_INFO", path)
+	e.Add("QUERY_STRING", query)
+	return NewJob(e.Bytes(), []byte(body), false)
+}
+
+// collect reads a job's events to the end and returns the body and error.
+func collect(t *testing.T, j *Job) (string, error) {
+	t.Helper()
+	defer j.Release(false)
+	var body strings.Builder
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case ev := <-j.Events():
+			if ev.Err != nil {
+				return body.String(), ev.Err
+			}
+			switch ev.Kind {
+			case wire.KindHead:
+				h, err := wire.DecodeHead(ev.Payload)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body.Write(h.Body)
+			case wire.KindBody:
+				body.Write(ev.Payload)
+			}
+			if ev.End() {
+				return body.String(), nil
+			}
+		case <-timeout:
+			t.Fatal("job did not finish")
+		}
+	}
+}
+
+func TestServeAndStream(t *testing.T) {
+	p, _ := newPool(t, 1, testApp)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(t.Context())
+	j := job("/echo", "", "payload")
+	if err := p.Submit(j); err != nil {
+		t.Fatal(err)
+	}
+	body, err := collect(t, j)
+	if err != nil || !strings.HasPrefix(body, "/echo ") || !strings.HasSuffix(body, " payload") {
+		t.Fatalf("body %q, err %v", body, err)
+	}
+	j = job("/stream", "", "")
+	p.Submit(j)
+	if body, err := collect(t, j); err != nil || body != "chunk0;chunk1;chunk2;" {
+		t.Fatalf("stream body %q, err %v", body, err)
+	}
+}
+
+// While the only worker is busy, requests wait in Go's queue, and all of
+// them are answered once it is free.
+func TestRequestsQueueInGo(t *testing.T) {
+	p, _ := newPool(t, 1, testApp)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(t.Context())
+	slow := job("/sleep", "0.5", "")
+	p.Submit(slow)
+	var quick []*Job
+	for i := 0; i < 5; i++ {
+		j := job("/q", "", "")
+		quick = append(quick, j)
+		p.Submit(j)
+	}
+	if s := p.Stats(); s.Queued != 5 || s.Idle != 0 {
+		t.Fatalf("stats while busy: %+v, want 5 queued and no idle worker", s)
+	}
+	if _, err := collect(t, slow); err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range quick {
+		if body, err := collect(t, j); err != nil || !strings.HasPrefix(body, "/q ") {
+			t.Fatalf("queued job: %q %v", body, err)
+		}
+	}
+	if s := p.Stats(); s.Queued != 0 || s.Idle != 1 {
+		t.Fatalf("stats after: %+v", s)
+	}
+}
+
+// A worker that dies fails only its own request and is replaced.
+func TestWorkerDeathIsContained(t *testing.T) {
+	p, logs := newPool(t, 2, testApp)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(t.Context())
+	before := p.Stats().Pids
+	j := job("/die", "", "")
+	p.Submit(j)
+	if _, err := collect(t, j); err != ErrWorkerDied {
+		t.Fatalf("err = %v, want ErrWorkerDied", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	after := p.Stats().Pids
+	for (len(after) != 2 || samePids(before, after)) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		after = p.Stats().Pids
+	}
+	if len(after) != 2 || samePids(before, after) {
+		t.Fatalf("pids before %v after %v: want a replacement", before, after)
+	}
+	j = job("/ok", "", "")
+	p.Submit(j)
+	if _, err := collect(t, j); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "exited unexpectedly") {
+		t.Fatalf("no log of the death:\n%s", logs.String())
+	}
+}
+
+func samePids(a, b []int) bool {
+	m := map[int]bool{}
+	for _, p := range a {
+		m[p] = true
+	}
+	for _, p := range b {
+		if !m[p] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestBootErrorCarriesTraceback(t *testing.T) {
+	p, _ := newPool(t, 2, "import nonexistent_module_xyz\n")
+	err := p.Start()
+	if !IsBootError(err) {
+		t.Fatalf("Start = %v, want a BootError", err)
+	}
+	if !strings.Contains(err.Error(), "Traceback") || !strings.Contains(err.Error(), "nonexistent_module_xyz") {
+		t.Fatalf("boot error lacks the traceback: %v", err)
+	}
+}
+
+func TestCloseStopsWorkers(t *testing.T) {
+	p, _ := newPool(t, 2, testApp)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pids := p.Stats().Pids
+	p.Close(t.Context())
+	for _, pid := range pids {
+		if syscall.Kill(pid, 0) == nil {
+			t.Errorf("worker %d still running after Close", pid)
+		}
+	}
+	if err := p.Submit(job("/x", "", "")); err != ErrClosed {
+		t.Fatalf("Submit after Close = %v", err)
+	}
+}
