@@ -320,7 +320,9 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 // seconds is a duration given in (possibly fractional) seconds, as gunicorn does.
 type seconds time.Duration
 
-func (s *seconds) String() string { return strconv.FormatFloat(time.Duration(*s).Seconds(), 'f', -1, 64) }
+func (s *seconds) String() string {
+	return strconv.FormatFloat(time.Duration(*s).Seconds(), 'f', -1, 64)
+}
 func (s *seconds) Set(v string) error {
 	f, err := strconv.ParseFloat(v, 64)
 	if err != nil || f < 0 {

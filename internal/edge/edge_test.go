@@ -670,6 +670,16 @@ func TestAccessLog(t *testing.T) {
 	br := bufio.NewReader(c)
 	readResp(t, br, "GET")
 	readResp(t, br, "GET")
+	// The rejected request is logged after its response is written: wait
+	// for its line before closing the log.
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		logMu.Lock()
+		n := strings.Count(buf.String(), "\n")
+		logMu.Unlock()
+		if n >= 2 {
+			break
+		}
+	}
 	alw.Close()
 	logMu.Lock()
 	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
