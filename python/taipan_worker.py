@@ -259,14 +259,16 @@ class Worker:
 
     def send_result(self, response: Response, result: Iterable[bytes]) -> None:
         """Sends the iterable the app returned."""
-        if type(result) is list and len(result) <= 1 and not response.sent:
-            # The common case, `return [body]`: one complete HEAD frame,
-            # written with the rest of the batch.
-            body = result[0] if result else b""
-            if type(body) is not bytes:
-                raise TypeError("the app must yield bytes, not %s" % type(body).__name__)
+        if (type(result) is list or type(result) is tuple) and not response.sent:
+            # The common case, `return [body]`: the whole body is already in
+            # memory, so it goes as one complete HEAD frame, written with the
+            # rest of the batch.
+            for chunk in result:
+                if type(chunk) is not bytes:
+                    raise TypeError("the app must yield bytes, not %s" % type(chunk).__name__)
             if response.status is None:
                 raise AssertionError("the app returned without calling start_response()")
+            body = result[0] if len(result) == 1 else b"".join(result)
             self.out.append(head_frame(response.stream, response.status, response.headers, body, True))
             return
         if type(result) is FileWrapper and not response.sent and self.send_file(response, result):
@@ -411,6 +413,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     sock = socket.socket(fileno=args.fd)
+    if sys.version_info < (3, 9):
+        sock.sendall(frame(BOOT_ERROR, 0, ("taipan needs Python 3.9 or newer; %s is %s" % (sys.executable, sys.version.split()[0])).encode()))
+        return 1
     if args.protocol != PROTOCOL:
         sock.sendall(frame(BOOT_ERROR, 0, ("worker speaks protocol %d, taipan %d" % (PROTOCOL, args.protocol)).encode()))
         return 1
