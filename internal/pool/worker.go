@@ -60,7 +60,6 @@ type Worker struct {
 	mu       sync.Mutex
 	inflight map[uint32]*Job
 	dead     bool
-	exitErr  error
 }
 
 // startWorker starts a worker and waits, up to timeout, for it to load the
