@@ -403,6 +403,17 @@ def attribute_path(node: ast.AST, spec: str) -> List[str]:
     return names[::-1]
 
 
+def app_traceback(exc: BaseException) -> str:
+    """Formats exc without the frames of this module and of importlib, so the
+    traceback starts where the user's code does."""
+    tb = exc.__traceback__
+    while tb is not None and (tb.tb_frame.f_code.co_filename == __file__ or "importlib" in tb.tb_frame.f_code.co_filename):
+        tb = tb.tb_next
+    if tb is None:  # the failure is in the spec itself (no such attribute, ...)
+        return "".join(traceback.format_exception_only(type(exc), exc))
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="taipan worker (started by taipan, not by hand)")
     parser.add_argument("--fd", type=int, default=3)
@@ -431,8 +442,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         app = load_app(args.app)
-    except BaseException:
-        sock.sendall(frame(BOOT_ERROR, 0, ("Failed to load the app %r:\n%s" % (args.app, traceback.format_exc())).encode("utf-8", "replace")))
+    except BaseException as exc:
+        text = "Failed to load the app %r:\n%s" % (args.app, app_traceback(exc))
+        sock.sendall(frame(BOOT_ERROR, 0, text.encode("utf-8", "replace")))
         return 1
 
     base_environ = {

@@ -71,10 +71,10 @@ func startWorker(spec *Spec, id int, timeout time.Duration, log *logging.Logger)
 	}
 	parent := os.NewFile(uintptr(fds[0]), "taipan-worker")
 	child := os.NewFile(uintptr(fds[1]), "taipan-worker-child")
-	defer child.Close()
 	fc, err := net.FileConn(parent)
 	parent.Close()
 	if err != nil {
+		child.Close()
 		return nil, fmt.Errorf("socketpair: %w", err)
 	}
 	conn := fc.(*net.UnixConn)
@@ -94,16 +94,20 @@ func startWorker(spec *Spec, id int, timeout time.Duration, log *logging.Logger)
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		conn.Close()
+		child.Close()
 		return nil, fmt.Errorf("pipe: %w", err)
 	}
 	cmd.Stdout, cmd.Stderr = outW, outW
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	// The child has its own copies now; keeping ours open would hide the
+	// end of file that tells us the worker died.
+	child.Close()
+	outW.Close()
+	if err != nil {
 		conn.Close()
 		outR.Close()
-		outW.Close()
 		return nil, fmt.Errorf("start %s: %w", spec.Python, err)
 	}
-	outW.Close()
 
 	w := &Worker{
 		ID:       id,
@@ -133,6 +137,9 @@ func startWorker(spec *Spec, id int, timeout time.Duration, log *logging.Logger)
 		if errors.Is(err, io.EOF) {
 			// It exited before saying anything: wrong interpreter, a
 			// syntax error in the worker, a signal. Its output is in the log.
+			if waitErr == nil {
+				return nil, fmt.Errorf("worker %d (pid %d) exited while starting, with status 0, before reporting ready: is %s a Python interpreter?", id, w.Pid, spec.Python)
+			}
 			return nil, fmt.Errorf("worker %d (pid %d) exited while starting: %v", id, w.Pid, waitErr)
 		}
 		return nil, err

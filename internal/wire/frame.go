@@ -208,6 +208,7 @@ func (r *Reader) fill(need int) error {
 		r.buf = grown
 	}
 	n, oobn, _, _, err := r.conn.ReadMsgUnix(r.buf[r.end:], r.oob)
+	n, oobn = max(n, 0), max(oobn, 0) // both are -1 when recvmsg fails
 	if oobn > 0 {
 		if perr := r.collectFDs(r.oob[:oobn]); perr != nil {
 			return perr
