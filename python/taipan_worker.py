@@ -246,7 +246,9 @@ class Worker:
             result = self.app(environ, response.start_response)
             self.send_result(response, result)
         except Cancelled:
-            pass
+            # Go stops listening after CANCEL but still waits for the stream
+            # to end before it counts this worker idle again.
+            self.out.append(frame(ABORT, stream, b"client disconnected"))
         except Exception:
             self.fail(response, environ)
         finally:

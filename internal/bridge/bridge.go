@@ -125,7 +125,12 @@ func (b *Bridge) environ(r *edge.Request) ([]byte, bool) {
 	e.Reset()
 	e.Add("REQUEST_METHOD", r.Method)
 	e.Add("SERVER_PROTOCOL", r.Proto)
-	pathInfo := percentDecode(r.Path)
+	var pathInfo []byte
+	if r.Path != "*" {
+		// OPTIONS * has no path; PEP 3333 (and wsgiref.validate) want
+		// PATH_INFO empty or starting with '/'. RAW_URI still says "*".
+		pathInfo = percentDecode(r.Path)
+	}
 	scriptName := b.scriptName
 	if scriptName != "" && hasPathPrefix(pathInfo, scriptName) {
 		pathInfo = pathInfo[len(scriptName):]

@@ -1,0 +1,392 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// --- failures ------------------------------------------------------------------
+
+func TestFailureAppException(t *testing.T) {
+	t.Parallel()
+	s := startTestApp(t, "-w", "1")
+	pid := workerPid(t, s)
+	c := dialRaw(t, s.Addr)
+	br := bufio.NewReader(c)
+	fmt.Fprintf(c, "GET /raise HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, body := ReadResponse(t, br, "GET")
+	if resp.StatusCode != 500 {
+		t.Errorf("status %d, want 500", resp.StatusCode)
+	}
+	if len(body) == 0 || len(body) > 200 || strings.Contains(body, "Traceback") || strings.Contains(body, "boom") {
+		t.Errorf("500 body should be short and reveal nothing: %q", body)
+	}
+	if !s.WaitLog("boom-before-start-response", 3*time.Second) {
+		t.Fatalf("exception message not in the error log:\n%s", s.Stderr())
+	}
+	log := s.Stderr()
+	for _, want := range []string{"Traceback (most recent call last)", "raise_view", "RuntimeError", "GET /raise"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("error log lacks %q:\n%s", want, log)
+		}
+	}
+	// The same connection and the same worker go on serving.
+	fmt.Fprintf(c, "GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, body = ReadResponse(t, br, "GET")
+	if resp.StatusCode != 200 || body != fmt.Sprint(pid) {
+		t.Errorf("after the exception: %d %q, want 200 from the same worker %d", resp.StatusCode, body, pid)
+	}
+}
+
+func TestFailureWorkerDies(t *testing.T) {
+	t.Parallel()
+	s := startTestApp(t, "-w", "2")
+	httpGet(t, s, "/pid")
+	before := s.WorkerPids()
+	if len(before) != 2 {
+		t.Fatalf("worker pids %v, want 2", before)
+	}
+	// A slow request occupies one worker; /die then lands on the other.
+	type result struct {
+		code int
+		body string
+	}
+	slow := make(chan result, 1)
+	go func() {
+		code, body := httpGet(t, s, "/sleep?ms=1500")
+		slow <- result{code, body}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	code, body := httpGet(t, s, "/die")
+	if code != 502 {
+		t.Errorf("/die: %d %q, want 502", code, body)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("/die took %v", d)
+	}
+	r := <-slow
+	if r.code != 200 || !strings.HasPrefix(r.body, "slept 1500 ms") {
+		t.Errorf("concurrent request on the other worker: %d %q", r.code, r.body)
+	}
+	// A replacement is started: two live workers, one of them new.
+	var after []int
+	ok := pollUntil(10*time.Second, func() bool {
+		after = s.WorkerPids()
+		alive := 0
+		fresh := false
+		for _, p := range after {
+			if pidAlive(p) {
+				alive++
+				if !slices.Contains(before, p) {
+					fresh = true
+				}
+			}
+		}
+		return alive == 2 && fresh
+	})
+	if !ok {
+		t.Errorf("no replacement worker: before %v, after %v\n%s", before, after, s.Stderr())
+	}
+	// Subsequent requests succeed, and are served by the live workers.
+	seen := map[int]bool{}
+	for i := 0; i < 6; i++ {
+		seen[workerPid(t, s)] = true
+	}
+	for p := range seen {
+		if !slices.Contains(after, p) {
+			t.Errorf("request answered by pid %d, not a current worker %v", p, after)
+		}
+	}
+}
+
+// TestFailureWorkerDiesOnly: with -w 1 the replacement takes over.
+func TestFailureWorkerDiesOnly(t *testing.T) {
+	t.Parallel()
+	s := startTestApp(t, "-w", "1")
+	old := workerPid(t, s)
+	if code, _ := httpGet(t, s, "/die"); code != 502 {
+		t.Errorf("/die: %d, want 502", code)
+	}
+	var pid int
+	for i := 0; i < 3; i++ {
+		pid = workerPid(t, s)
+	}
+	if pid == old {
+		t.Errorf("still served by the dead worker's pid %d", old)
+	}
+	if pidAlive(old) {
+		t.Errorf("dead worker %d still exists (not reaped?)", old)
+	}
+}
+
+// --- shutdown -----------------------------------------------------------------
+
+func testGracefulSignal(t *testing.T, sig syscall.Signal, name string) {
+	s := startTestApp(t, "-w", "2")
+	httpGet(t, s, "/pid")
+	workers := s.WorkerPids()
+	if len(workers) != 2 {
+		t.Fatalf("workers %v", workers)
+	}
+	type result struct {
+		code int
+		body string
+		err  error
+	}
+	slow := make(chan result, 1)
+	go func() {
+		resp, err := timeoutClient(testTimeout).Get(s.URL + "/sleep?ms=1500")
+		if err != nil {
+			slow <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b := make([]byte, 100)
+		n, _ := resp.Body.Read(b)
+		slow <- result{code: resp.StatusCode, body: string(b[:n])}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	s.Signal(sig)
+	if !s.WaitLog("Handling signal: "+name, 3*time.Second) {
+		t.Errorf("no 'Handling signal: %s' in the log:\n%s", name, s.Stderr())
+	}
+	// New connections are refused while the slow request is still running.
+	refused := pollUntil(1*time.Second, func() bool {
+		c, err := net.DialTimeout("tcp", s.Addr, 200*time.Millisecond)
+		if err != nil {
+			return true
+		}
+		c.Close()
+		return false
+	})
+	if !refused {
+		t.Errorf("new connections still accepted after SIG%s", strings.ToUpper(name))
+	}
+	r := <-slow
+	if r.err != nil || r.code != 200 || !strings.HasPrefix(r.body, "slept 1500 ms") {
+		t.Errorf("in-flight request: %d %q %v, want 200", r.code, r.body, r.err)
+	}
+	if code := s.Wait(10 * time.Second); code != 0 {
+		t.Errorf("exit code %d, want 0\n%s", code, s.Stderr())
+	}
+	for _, p := range workers {
+		if !pollUntil(2*time.Second, func() bool { return !pidAlive(p) }) {
+			t.Errorf("worker %d still running after taipan exited", p)
+		}
+	}
+	if !strings.Contains(s.Stderr(), "Shutting down") {
+		t.Errorf("no shutdown line in the log:\n%s", s.Stderr())
+	}
+}
+
+func TestShutdownSIGTERM(t *testing.T) {
+	t.Parallel()
+	testGracefulSignal(t, syscall.SIGTERM, "term")
+}
+
+func TestShutdownSIGINT(t *testing.T) {
+	t.Parallel()
+	testGracefulSignal(t, syscall.SIGINT, "int")
+}
+
+// TestShutdownIdle: an idle server stops quickly, with its keep-alive
+// connections.
+func TestShutdownIdle(t *testing.T) {
+	t.Parallel()
+	s := startTestApp(t, "-w", "1")
+	c := dialRaw(t, s.Addr)
+	fmt.Fprintf(c, "GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+	ReadResponse(t, bufio.NewReader(c), "GET")
+	pids := s.WorkerPids()
+	start := time.Now()
+	s.Signal(syscall.SIGTERM)
+	if code := s.Wait(5 * time.Second); code != 0 {
+		t.Errorf("exit code %d", code)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("idle shutdown took %v (an idle keep-alive connection held it?)", d)
+	}
+	for _, p := range pids {
+		if pollUntil(2*time.Second, func() bool { return !pidAlive(p) }) == false {
+			t.Errorf("worker %d survived", p)
+		}
+	}
+}
+
+// --- logs ---------------------------------------------------------------------
+
+var errorLogLine = regexp.MustCompile(`^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] \[(\d+)\] \[(DEBUG|INFO|WARNING|ERROR|CRITICAL)\] `)
+
+func TestLogAccessStdout(t *testing.T) {
+	t.Parallel()
+	s := startTestApp(t, "-w", "1", "--access-logfile", "-")
+	resp, body := httpDo(t, "GET", s.URL+"/status?code=201&q=1", nil, map[string]string{
+		"Referer":    "http://ref.example/page",
+		"User-Agent": "e2e-agent/1.0",
+	})
+	if resp.StatusCode != 201 {
+		t.Fatal(resp.StatusCode)
+	}
+	re := regexp.MustCompile(`(?m)^127\.0\.0\.1 - - \[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] "GET /status\?code=201&q=1 HTTP/1\.1" 201 ` +
+		fmt.Sprint(len(body)) + ` "http://ref\.example/page" "e2e-agent/1\.0"$`)
+	if !pollUntil(3*time.Second, func() bool { return re.MatchString(s.Stdout()) }) {
+		t.Errorf("no gunicorn-style access line on stdout:\n%s", s.Stdout())
+	}
+	// No Referer/User-Agent: dashes. A body-less response: "-" for bytes.
+	s.Raw(t, "GET /status?code=204 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 3*time.Second)
+	re2 := regexp.MustCompile(`(?m)^127\.0\.0\.1 - - \[[^\]]+\] "GET /status\?code=204 HTTP/1\.1" 204 - "-" "-"$`)
+	if !pollUntil(3*time.Second, func() bool { return re2.MatchString(s.Stdout()) }) {
+		t.Errorf("no access line for the 204:\n%s", s.Stdout())
+	}
+	if strings.Contains(s.Stderr(), "GET /status") {
+		t.Errorf("access lines went to the error log:\n%s", s.Stderr())
+	}
+}
+
+func TestLogAccessFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "access.log")
+	s := startTestApp(t, "-w", "1", "--access-logfile", path)
+	httpGet(t, s, "/pid?from=file-test")
+	if !pollUntil(3*time.Second, func() bool {
+		b, _ := os.ReadFile(path)
+		return strings.Contains(string(b), `"GET /pid?from=file-test HTTP/1.1" 200 `)
+	}) {
+		b, _ := os.ReadFile(path)
+		t.Errorf("access log file: %q", b)
+	}
+	if strings.Contains(s.Stdout(), "file-test") {
+		t.Errorf("access line also written to stdout")
+	}
+}
+
+// startLogged starts taipan without the harness's readiness check (which
+// looks for "Listening at" on stderr) and waits until it accepts connections
+// and ready() holds.
+func startLogged(t *testing.T, ready func(s *Server) bool, args ...string) *Server {
+	t.Helper()
+	full := append([]string{"--pythonpath", appsDir(t)}, args...)
+	full = append(full, "testapp:app")
+	s := startProcess(t, full...)
+	ok := pollUntil(20*time.Second, func() bool {
+		select {
+		case <-s.exited:
+			return false
+		default:
+		}
+		c, err := net.DialTimeout("tcp", s.Addr, time.Second)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return ready(s)
+	})
+	if !ok {
+		t.Fatalf("taipan not ready; stderr:\n%s", s.Stderr())
+	}
+	return s
+}
+
+func TestLogErrorFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "error.log")
+	read := func() string { b, _ := os.ReadFile(path); return string(b) }
+	s := startLogged(t, func(*Server) bool { return strings.Contains(read(), "Listening at") }, "-w", "1", "--error-logfile", path)
+	httpGet(t, s, "/raise")
+	httpGet(t, s, "/print?tag=tofile")
+	if !pollUntil(3*time.Second, func() bool {
+		l := read()
+		return strings.Contains(l, "boom-before-start-response") && strings.Contains(l, "stdout-line-from-app tofile")
+	}) {
+		t.Errorf("error log file lacks the traceback or the app's output:\n%s", read())
+	}
+	if s.Stderr() != "" {
+		t.Errorf("stderr not empty with --error-logfile:\n%s", s.Stderr())
+	}
+}
+
+func TestLogLevelWarning(t *testing.T) {
+	t.Parallel()
+	s := startLogged(t, func(*Server) bool { return true }, "-w", "1", "--log-level", "warning")
+	httpGet(t, s, "/pid")
+	httpGet(t, s, "/raise")
+	if !s.WaitLog("boom-before-start-response", 3*time.Second) {
+		t.Errorf("ERROR line missing at --log-level warning:\n%s", s.Stderr())
+	}
+	if strings.Contains(s.Stderr(), "[INFO]") {
+		t.Errorf("INFO lines shown at --log-level warning:\n%s", s.Stderr())
+	}
+}
+
+func TestLogFormat(t *testing.T) {
+	t.Parallel()
+	s := startTestApp(t, "-w", "1")
+	httpGet(t, s, "/raise")
+	s.WaitLog("boom-before-start-response", 3*time.Second)
+	lines := strings.Split(strings.TrimRight(s.Stderr(), "\n"), "\n")
+	entries := 0
+	for _, l := range lines {
+		if !strings.HasPrefix(l, "[") {
+			continue // continuation of a multi-line entry (traceback)
+		}
+		m := errorLogLine.FindStringSubmatch(l)
+		if m == nil {
+			t.Errorf("log line not in gunicorn's layout: %q", l)
+			continue
+		}
+		entries++
+		if m[1] != fmt.Sprint(s.Pid()) {
+			t.Errorf("log line pid %s, want taipan's %d: %q", m[1], s.Pid(), l)
+		}
+	}
+	if entries < 3 {
+		t.Errorf("only %d log entries:\n%s", entries, s.Stderr())
+	}
+	if !regexp.MustCompile(`(?m)^\[[^\]]+\] \[\d+\] \[INFO\] Listening at: http://` + regexp.QuoteMeta(s.Addr)).MatchString(s.Stderr()) {
+		t.Errorf("no 'Listening at' line:\n%s", s.Stderr())
+	}
+	if !regexp.MustCompile(`(?m)^\[[^\]]+\] \[\d+\] \[ERROR\] .*GET /raise`).MatchString(s.Stderr()) {
+		t.Errorf("the app's exception is not an ERROR entry:\n%s", s.Stderr())
+	}
+}
+
+func TestLogAppOutput(t *testing.T) {
+	t.Parallel()
+	s := startTestApp(t, "-w", "2")
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			httpGet(t, s, fmt.Sprintf("/print?tag=t%d", i))
+		}()
+	}
+	wg.Wait()
+	for i := 0; i < 4; i++ {
+		for _, want := range []string{fmt.Sprintf("stdout-line-from-app t%d", i), fmt.Sprintf("wsgi-errors-line-from-app t%d", i)} {
+			if !s.WaitLog(want, 3*time.Second) {
+				t.Errorf("error log lacks %q:\n%s", want, s.Stderr())
+			}
+		}
+	}
+	// Each relayed line is a whole line of the log (not interleaved).
+	for _, l := range strings.Split(s.Stderr(), "\n") {
+		if strings.Contains(l, "from-app") && !strings.HasSuffix(l, "from-app "+l[len(l)-2:]) {
+			t.Errorf("mangled relayed line %q", l)
+		}
+	}
+	if strings.Contains(s.Stdout(), "from-app") {
+		t.Errorf("app output went to taipan's stdout:\n%s", s.Stdout())
+	}
+}

@@ -1,0 +1,82 @@
+package bridge
+
+import (
+	"bytes"
+	"testing"
+
+	"taipan/internal/edge"
+	"taipan/internal/logging"
+)
+
+func TestPercentDecode(t *testing.T) {
+	cases := map[string]string{
+		"/plain":        "/plain",
+		"/caf%C3%A9":    "/caf\xc3\xa9",
+		"/a%2Fb":        "/a/b",
+		"/bad%zz":       "/bad%zz",
+		"/end%4":        "/end%4",
+		"/end%":         "/end%",
+		"/%ff%00x":      "/\xff\x00x",
+		"/sp%20ace%20":  "/sp ace ",
+		"/mixed%41%6a%": "/mixedAj%",
+	}
+	for in, want := range cases {
+		if got := percentDecode(in); string(got) != want {
+			t.Errorf("percentDecode(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestCGIKey(t *testing.T) {
+	for in, want := range map[string]string{"Content-Type": "HTTP_CONTENT_TYPE", "x-forwarded-for": "HTTP_X_FORWARDED_FOR", "A": "HTTP_A"} {
+		if got := cgiKey(in); got != want {
+			t.Errorf("cgiKey(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestRootPath(t *testing.T) {
+	b := New(nil, "/app/", logging.New(&bytes.Buffer{}, logging.Error))
+	for path, want := range map[string][2]string{
+		"/app/x":   {"/app", "/x"},
+		"/app":     {"/app", ""},
+		"/apple":   {"/app", "/apple"},
+		"/other/x": {"/app", "/other/x"},
+	} {
+		r := &edge.Request{Method: "GET", Path: path, Proto: "HTTP/1.1", Body: edge.NewMemoryBody(nil), Scheme: "http"}
+		env, _ := b.environ(r)
+		if !bytes.Contains(env, []byte("z\x0bSCRIPT_NAMEz"+string(rune(len(want[0])))+want[0])) ||
+			!bytes.Contains(env, []byte("z\x09PATH_INFOz"+string(rune(len(want[1])))+want[1])) {
+			t.Errorf("path %q: environ %q, want SCRIPT_NAME %q PATH_INFO %q", path, env, want[0], want[1])
+		}
+	}
+}
+
+// Headers with underscores are dropped, repeated headers joined, and
+// Content-Type becomes CONTENT_TYPE.
+func TestHeaders(t *testing.T) {
+	b := New(nil, "", logging.New(&bytes.Buffer{}, logging.Error))
+	r := &edge.Request{Method: "POST", Path: "/", Proto: "HTTP/1.1", Body: edge.NewMemoryBody([]byte("abc")), Scheme: "http",
+		Header: []edge.HeaderField{
+			{Name: "X-Forwarded-For", Value: "1.1.1.1"},
+			{Name: "X_Forwarded_For", Value: "6.6.6.6"},
+			{Name: "Accept", Value: "a"},
+			{Name: "accept", Value: "b"},
+			{Name: "Cookie", Value: "a=1"},
+			{Name: "Cookie", Value: "b=2"},
+			{Name: "Content-Type", Value: "text/plain"},
+			{Name: "Content-Length", Value: "3"},
+		}}
+	env, _ := b.environ(r)
+	for _, want := range []string{"z\x14HTTP_X_FORWARDED_FORz\x071.1.1.1", "z\x0bHTTP_ACCEPTz\x04a, b", "z\x0bHTTP_COOKIEz\x08a=1; b=2",
+		"z\x0cCONTENT_TYPEz\x0atext/plain", "z\x0eCONTENT_LENGTHz\x013"} {
+		if !bytes.Contains(env, []byte(want)) {
+			t.Errorf("environ lacks %q:\n%q", want, env)
+		}
+	}
+	for _, bad := range []string{"6.6.6.6", "HTTP_CONTENT_LENGTH", "HTTP_CONTENT_TYPE"} {
+		if bytes.Contains(env, []byte(bad)) {
+			t.Errorf("environ has %q:\n%q", bad, env)
+		}
+	}
+}
