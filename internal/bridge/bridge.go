@@ -51,6 +51,7 @@ func (b *Bridge) Serve(w edge.ResponseWriter, r *edge.Request) {
 	defer func() { job.Release(!finished) }()
 	for ev := range job.Events() {
 		done, err := b.forward(w, r, &ev)
+		ev.Release()
 		if err != nil {
 			// The client is gone: stop the app producing for nobody.
 			w.Abort()

@@ -25,6 +25,16 @@ type Event struct {
 	Payload []byte
 	File    *os.File // FILE events only; the receiver closes it
 	Err     error    // set when the job cannot complete (worker died)
+
+	frame *wire.Frame
+}
+
+// Release recycles the event's payload buffer once it has been written out.
+func (e *Event) Release() {
+	if e.frame != nil {
+		e.frame.Release()
+		e.frame = nil
+	}
 }
 
 // End reports whether this event finishes the job.
@@ -90,6 +100,7 @@ func (j *Job) deliver(ev Event) {
 		if ev.File != nil {
 			ev.File.Close()
 		}
+		ev.Release()
 	}
 }
 

@@ -249,6 +249,7 @@ func (w *Worker) readLoop(p *Pool) error {
 		}
 		if f.Kind == wire.KindLog {
 			w.logFrame(f.Payload)
+			f.Release()
 			continue
 		}
 		w.mu.Lock()
@@ -259,11 +260,13 @@ func (w *Worker) readLoop(p *Pool) error {
 				f.File.Close()
 			}
 			w.log.Warnf("worker %d: %v frame for unknown stream %d", w.ID, f.Kind, f.Stream)
+			f.Release()
 			continue
 		}
-		ev := Event{Kind: f.Kind, Flags: f.Flags, Payload: f.Payload, File: f.File}
+		ev := Event{Kind: f.Kind, Flags: f.Flags, Payload: f.Payload, File: f.File, frame: f}
+		end := ev.End()
 		j.deliver(ev)
-		if ev.End() {
+		if end {
 			w.mu.Lock()
 			delete(w.inflight, f.Stream)
 			idle := len(w.inflight) == 0

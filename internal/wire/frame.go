@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -122,13 +123,30 @@ func AppendRequest(dst []byte, stream uint32, flags uint8, environ, body []byte)
 	return append(dst, body...)
 }
 
-// Frame is one received frame. Payload is owned by the frame (it is not
-// reused by the Reader). File is set for FILE frames only.
+// Frame is one received frame. Payload belongs to the frame until Release.
+// File is set for FILE frames only.
 type Frame struct {
 	Header
 	Payload []byte
 	File    *os.File
+
+	pooled *[]byte // the Reader's buffer behind Payload, if it came from its pool
+	pool   *sync.Pool
 }
+
+// Release gives the payload buffer back to the Reader for reuse; Payload
+// must not be used afterwards. Streaming a large response then reuses a
+// handful of buffers instead of allocating one per chunk.
+func (f *Frame) Release() {
+	if f.pooled != nil {
+		f.pool.Put(f.pooled)
+		f.pooled, f.Payload = nil, nil
+	}
+}
+
+// pooledPayload is the size of the recycled payload buffers: the worker's
+// streaming chunks are usually at most this large.
+const pooledPayload = 64 << 10
 
 // Reader reads frames from a worker's unix socket, collecting file
 // descriptors passed with SCM_RIGHTS so that FILE frames can claim them.
@@ -138,17 +156,21 @@ type Reader struct {
 	buf  []byte // buf[start:end] holds unparsed bytes
 	oob  []byte
 	fds  []int // received descriptors not yet claimed by a FILE frame
+	bufs sync.Pool
+
 
 	start, end int
 }
 
 // NewReader returns a Reader on conn.
 func NewReader(conn *net.UnixConn) *Reader {
-	return &Reader{
+	r := &Reader{
 		conn: conn,
 		buf:  make([]byte, 64<<10),
 		oob:  make([]byte, unix.CmsgSpace(4*8)),
 	}
+	r.bufs.New = func() any { b := make([]byte, pooledPayload); return &b }
+	return r
 }
 
 // Next returns the next frame, blocking until it has fully arrived.
@@ -169,7 +191,12 @@ func (r *Reader) Next() (*Frame, error) {
 		}
 	}
 	f := &Frame{Header: h}
-	f.Payload = make([]byte, h.Length)
+	if h.Length > 1024 && h.Length <= pooledPayload {
+		f.pooled, f.pool = r.bufs.Get().(*[]byte), &r.bufs
+		f.Payload = (*f.pooled)[:h.Length]
+	} else {
+		f.Payload = make([]byte, h.Length)
+	}
 	copy(f.Payload, r.buf[r.start+HeaderSize:r.start+total])
 	r.start += total
 	if r.start == r.end {
