@@ -7,6 +7,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync"
 
 	"taipan/internal/edge"
 	"taipan/internal/logging"
@@ -19,11 +20,14 @@ type Bridge struct {
 	pool       *pool.Pool
 	log        *logging.Logger
 	scriptName string // --root-path, without a trailing slash
+	scratch    sync.Pool
 }
 
 // New returns a Bridge. rootPath becomes SCRIPT_NAME ("" or "/" for none).
 func New(p *pool.Pool, rootPath string, log *logging.Logger) *Bridge {
-	return &Bridge{pool: p, log: log, scriptName: strings.TrimRight(rootPath, "/")}
+	b := &Bridge{pool: p, log: log, scriptName: strings.TrimRight(rootPath, "/")}
+	b.scratch.New = func() any { return new(scratch) }
+	return b
 }
 
 var (
@@ -35,9 +39,22 @@ var (
 		Header: []edge.HeaderField{{Name: "Content-Type", Value: "text/plain; charset=utf-8"}, {Name: "Connection", Value: "close"}}}
 )
 
+// scratch is the per-request working memory of Serve, recycled between
+// requests so that the hot path does not allocate it each time.
+type scratch struct {
+	environ wire.EnvironEncoder
+	head    wire.ResponseHead
+	out     edge.ResponseHead
+}
+
 // Serve runs one request on a worker.
 func (b *Bridge) Serve(w edge.ResponseWriter, r *edge.Request) {
-	environ, bodyFile := b.environ(r)
+	s := b.scratch.Get().(*scratch)
+	// The environ bytes are referenced by the queued job until a worker's
+	// batch copies them, which happens before any response; s is free
+	// again once Serve returns.
+	defer b.scratch.Put(s)
+	environ, bodyFile := b.environ(&s.environ, r)
 	var inline []byte
 	if !bodyFile {
 		inline, _ = r.Body.Bytes()
@@ -50,7 +67,7 @@ func (b *Bridge) Serve(w edge.ResponseWriter, r *edge.Request) {
 	finished := false
 	defer func() { job.Release(!finished) }()
 	for ev := range job.Events() {
-		done, err := b.forward(w, r, &ev)
+		done, err := b.forward(w, r, s, &ev)
 		ev.Release()
 		if err != nil {
 			// The client is gone: stop the app producing for nobody.
@@ -66,7 +83,7 @@ func (b *Bridge) Serve(w edge.ResponseWriter, r *edge.Request) {
 
 // forward writes one response event to the client. It reports whether the
 // response is complete, and an error when the client can no longer be written.
-func (b *Bridge) forward(w edge.ResponseWriter, r *edge.Request, ev *pool.Event) (done bool, err error) {
+func (b *Bridge) forward(w edge.ResponseWriter, r *edge.Request, s *scratch, ev *pool.Event) (done bool, err error) {
 	if ev.Err != nil {
 		if !w.HeadWritten() {
 			if errors.Is(ev.Err, pool.ErrClosed) {
@@ -80,17 +97,18 @@ func (b *Bridge) forward(w edge.ResponseWriter, r *edge.Request, ev *pool.Event)
 	}
 	switch ev.Kind {
 	case wire.KindHead:
-		h, err := wire.DecodeHead(ev.Payload)
-		if err != nil {
+		h := &s.head
+		if err := wire.DecodeHeadInto(ev.Payload, h); err != nil {
 			b.log.Errorf("%s %s: invalid response from the app: %v", r.Method, r.Target, err)
 			return true, w.WriteHead(internalError, []byte("Internal Server Error\n"), true)
 		}
-		head := &edge.ResponseHead{Code: h.Code, Status: h.Status, Header: make([]edge.HeaderField, len(h.Header))}
-		for i, f := range h.Header {
-			head.Header[i] = edge.HeaderField{Name: f[0], Value: f[1]}
+		out := &s.out
+		out.Code, out.Status, out.Header = h.Code, h.Status, out.Header[:0]
+		for _, f := range h.Header {
+			out.Header = append(out.Header, edge.HeaderField{Name: f[0], Value: f[1]})
 		}
 		end := ev.Flags&wire.FlagEnd != 0
-		return end, w.WriteHead(head, h.Body, end)
+		return end, w.WriteHead(out, h.Body, end)
 	case wire.KindBody:
 		if len(ev.Payload) > 0 {
 			if err := w.Write(ev.Payload); err != nil {
@@ -121,8 +139,7 @@ func (b *Bridge) forward(w edge.ResponseWriter, r *edge.Request, ev *pool.Event)
 
 // environ encodes the CGI and HTTP_ keys of r as the worker expects them
 // (docs/protocol.md). It reports whether the body travels as a file.
-func (b *Bridge) environ(r *edge.Request) ([]byte, bool) {
-	var e wire.EnvironEncoder
+func (b *Bridge) environ(e *wire.EnvironEncoder, r *edge.Request) ([]byte, bool) {
 	e.Reset()
 	e.Add("REQUEST_METHOD", r.Method)
 	e.Add("SERVER_PROTOCOL", r.Proto)
@@ -149,7 +166,7 @@ func (b *Bridge) environ(r *edge.Request) ([]byte, bool) {
 	if n := r.Body.Len(); n > 0 || r.Method == "POST" || r.Method == "PUT" || r.Method == "PATCH" {
 		e.Add("CONTENT_LENGTH", strconv.FormatInt(n, 10))
 	}
-	addHeaders(&e, r.Header)
+	addHeaders(e, r.Header)
 	bodyFile := false
 	if path := r.Body.FilePath(); path != "" {
 		e.Add("taipan.body_path", path)
@@ -158,58 +175,48 @@ func (b *Bridge) environ(r *edge.Request) ([]byte, bool) {
 	return e.Bytes(), bodyFile
 }
 
-// addHeaders adds HTTP_* keys, joining repeated headers. Names with '_' are
-// dropped: after the '-' to '_' mapping they would be indistinguishable from
-// the real header (X_Forwarded_For forging X-Forwarded-For).
+// addHeaders adds the HTTP_* keys, joining repeated headers. Names with '_'
+// are dropped: after the '-' to '_' mapping they would be indistinguishable
+// from the real header (X_Forwarded_For forging X-Forwarded-For).
 func addHeaders(e *wire.EnvironEncoder, header []edge.HeaderField) {
-	seen := make(map[string]int, len(header))
-	keys := make([]string, 0, len(header))
-	values := make([]string, 0, len(header))
-	for _, f := range header {
-		if strings.IndexByte(f.Name, '_') >= 0 {
+	for i := range header {
+		f := &header[i]
+		if strings.IndexByte(f.Name, '_') >= 0 || isFraming(f.Name) || seen(header[:i], f.Name) {
 			continue
 		}
-		key := cgiKey(f.Name)
-		if key == "HTTP_CONTENT_LENGTH" || key == "HTTP_TRANSFER_ENCODING" {
-			// CONTENT_LENGTH describes the buffered body; the framing
-			// headers of the request are the edge's business.
-			continue
-		}
-		if key == "HTTP_CONTENT_TYPE" {
-			key = "CONTENT_TYPE"
-		}
-		if i, ok := seen[key]; ok {
-			sep := ", "
-			if key == "HTTP_COOKIE" {
-				sep = "; "
+		value := f.Value
+		for j := i + 1; j < len(header); j++ {
+			if g := &header[j]; len(g.Name) == len(f.Name) && strings.EqualFold(g.Name, f.Name) {
+				sep := ", "
+				if strings.EqualFold(f.Name, "Cookie") {
+					sep = "; "
+				}
+				value += sep + g.Value
 			}
-			values[i] += sep + f.Value
+		}
+		if strings.EqualFold(f.Name, "Content-Type") {
+			e.Add("CONTENT_TYPE", value)
 			continue
 		}
-		seen[key] = len(keys)
-		keys = append(keys, key)
-		values = append(values, f.Value)
-	}
-	for i, k := range keys {
-		e.Add(k, values[i])
+		e.AddHTTP(f.Name, value)
 	}
 }
 
-// cgiKey maps a header name to its environ key: HTTP_ + upper case, '-' to '_'.
-func cgiKey(name string) string {
-	b := make([]byte, 5+len(name))
-	copy(b, "HTTP_")
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case c == '-':
-			c = '_'
-		case 'a' <= c && c <= 'z':
-			c -= 'a' - 'A'
+// isFraming reports the headers that describe the request's framing, which
+// the edge has dealt with: CONTENT_LENGTH is the buffered body's length.
+func isFraming(name string) bool {
+	return strings.EqualFold(name, "Content-Length") || strings.EqualFold(name, "Transfer-Encoding")
+}
+
+// seen reports whether an earlier header has the same name (then its value
+// was already joined into that one's).
+func seen(earlier []edge.HeaderField, name string) bool {
+	for i := range earlier {
+		if len(earlier[i].Name) == len(name) && strings.EqualFold(earlier[i].Name, name) {
+			return true
 		}
-		b[5+i] = c
 	}
-	return string(b)
+	return false
 }
 
 // percentDecode decodes %XX escapes into raw bytes; a malformed escape is

@@ -6,6 +6,7 @@ import (
 
 	"taipan/internal/edge"
 	"taipan/internal/logging"
+	"taipan/internal/wire"
 )
 
 func TestPercentDecode(t *testing.T) {
@@ -27,14 +28,6 @@ func TestPercentDecode(t *testing.T) {
 	}
 }
 
-func TestCGIKey(t *testing.T) {
-	for in, want := range map[string]string{"Content-Type": "HTTP_CONTENT_TYPE", "x-forwarded-for": "HTTP_X_FORWARDED_FOR", "A": "HTTP_A"} {
-		if got := cgiKey(in); got != want {
-			t.Errorf("cgiKey(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestRootPath(t *testing.T) {
 	b := New(nil, "/app/", logging.New(&bytes.Buffer{}, logging.Error))
 	for path, want := range map[string][2]string{
@@ -44,7 +37,7 @@ func TestRootPath(t *testing.T) {
 		"/other/x": {"/app", "/other/x"},
 	} {
 		r := &edge.Request{Method: "GET", Path: path, Proto: "HTTP/1.1", Body: edge.NewMemoryBody(nil), Scheme: "http"}
-		env, _ := b.environ(r)
+		env, _ := b.environ(new(wire.EnvironEncoder), r)
 		if !bytes.Contains(env, []byte("z\x0bSCRIPT_NAMEz"+string(rune(len(want[0])))+want[0])) ||
 			!bytes.Contains(env, []byte("z\x09PATH_INFOz"+string(rune(len(want[1])))+want[1])) {
 			t.Errorf("path %q: environ %q, want SCRIPT_NAME %q PATH_INFO %q", path, env, want[0], want[1])
@@ -67,7 +60,7 @@ func TestHeaders(t *testing.T) {
 			{Name: "Content-Type", Value: "text/plain"},
 			{Name: "Content-Length", Value: "3"},
 		}}
-	env, _ := b.environ(r)
+	env, _ := b.environ(new(wire.EnvironEncoder), r)
 	for _, want := range []string{"z\x14HTTP_X_FORWARDED_FORz\x071.1.1.1", "z\x0bHTTP_ACCEPTz\x04a, b", "z\x0bHTTP_COOKIEz\x08a=1; b=2",
 		"z\x0cCONTENT_TYPEz\x0atext/plain", "z\x0eCONTENT_LENGTHz\x013"} {
 		if !bytes.Contains(env, []byte(want)) {

@@ -158,7 +158,6 @@ type Reader struct {
 	fds  []int // received descriptors not yet claimed by a FILE frame
 	bufs sync.Pool
 
-
 	start, end int
 }
 

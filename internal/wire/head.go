@@ -20,65 +20,180 @@ type ResponseHead struct {
 // response: a malformed status, non-token header names, CR, LF or NUL in
 // values, and characters outside latin-1.
 func DecodeHead(p []byte) (*ResponseHead, error) {
+	h := new(ResponseHead)
+	if err := DecodeHeadInto(p, h); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// DecodeHeadInto is DecodeHead reusing h, and the capacity of h.Header.
+// Body aliases p.
+func DecodeHeadInto(p []byte, h *ResponseHead) error {
 	if len(p) < 4 {
-		return nil, errors.New("short HEAD frame")
+		return errors.New("short HEAD frame")
 	}
 	n := int(binary.LittleEndian.Uint32(p))
 	if n > len(p)-4 {
-		return nil, errors.New("HEAD frame: head length exceeds payload")
+		return errors.New("HEAD frame: head length exceeds payload")
 	}
-	v, used, err := Unmarshal(p[4 : 4+n])
+	h.Header = h.Header[:0]
+	h.Body = p[4+n:]
+	status, err := decodeHeadFast(p[4:4+n], h)
+	if err == errNotFast {
+		h.Header = h.Header[:0]
+		status, err = decodeHeadGeneric(p[4:4+n], h)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("HEAD frame: %w", err)
+		return err
 	}
-	if used != n {
-		return nil, errors.New("HEAD frame: trailing bytes after head")
+	if h.Status, err = latin1(status); err != nil {
+		return fmt.Errorf("status %q: %w", status, err)
+	}
+	if h.Code, err = parseStatus(h.Status); err != nil {
+		return err
+	}
+	for i := range h.Header {
+		f := &h.Header[i]
+		if !isToken(f[0]) {
+			return fmt.Errorf("header name %q is not a valid token", f[0])
+		}
+		if f[1], err = latin1(f[1]); err != nil {
+			return fmt.Errorf("header %s: %w", f[0], err)
+		}
+		for j := 0; j < len(f[1]); j++ {
+			if c := f[1][j]; c == '\r' || c == '\n' || c == 0 {
+				return fmt.Errorf("header %s: value contains CR, LF or NUL", f[0])
+			}
+		}
+	}
+	return nil
+}
+
+var errNotFast = errors.New("not the plain encoding")
+
+// decodeHeadFast reads the encoding the worker produces (marshal version 2:
+// no back-references) straight into h, without building generic values.
+// It returns errNotFast for any other valid-looking encoding.
+func decodeHeadFast(b []byte, h *ResponseHead) (string, error) {
+	d := decoder{b: b}
+	if n, err := d.sequence(); err != nil || n != 2 {
+		return "", errNotFast
+	}
+	status, err := d.str()
+	if err != nil {
+		return "", err
+	}
+	n, err := d.sequence()
+	if err != nil {
+		return "", err
+	}
+	if n > len(b) {
+		return "", errShort
+	}
+	for range n {
+		if k, err := d.sequence(); err != nil || k != 2 {
+			return "", errNotFast
+		}
+		name, err := d.str()
+		if err != nil {
+			return "", err
+		}
+		value, err := d.str()
+		if err != nil {
+			return "", err
+		}
+		h.Header = append(h.Header, [2]string{name, value})
+	}
+	if d.off != len(b) {
+		return "", errors.New("HEAD frame: trailing bytes after head")
+	}
+	return status, nil
+}
+
+// sequence reads a tuple or list header and returns its length.
+func (d *decoder) sequence() (int, error) {
+	if d.off >= len(d.b) {
+		return 0, errShort
+	}
+	switch d.b[d.off] {
+	case mTuple, mList:
+		d.off++
+		n, err := d.u32()
+		return int(n), err
+	case mSmallTuple:
+		d.off++
+		if d.off >= len(d.b) {
+			return 0, errShort
+		}
+		d.off++
+		return int(d.b[d.off-1]), nil
+	}
+	return 0, errNotFast
+}
+
+// str reads a str in any of marshal's string encodings (no references).
+func (d *decoder) str() (string, error) {
+	if d.off >= len(d.b) {
+		return "", errShort
+	}
+	code := d.b[d.off]
+	d.off++
+	var n int
+	switch code {
+	case mUnicode, mInterned, mASCII, mASCIIInt:
+		u, err := d.u32()
+		if err != nil {
+			return "", err
+		}
+		n = int(u)
+	case mShortASCII, mShortInt:
+		if d.off >= len(d.b) {
+			return "", errShort
+		}
+		n = int(d.b[d.off])
+		d.off++
+	default:
+		return "", errNotFast
+	}
+	s, err := d.take(n)
+	return string(s), err
+}
+
+// decodeHeadGeneric handles any encoding the general decoder understands.
+func decodeHeadGeneric(b []byte, h *ResponseHead) (string, error) {
+	v, used, err := Unmarshal(b)
+	if err != nil {
+		return "", fmt.Errorf("HEAD frame: %w", err)
+	}
+	if used != len(b) {
+		return "", errors.New("HEAD frame: trailing bytes after head")
 	}
 	t, ok := v.([]Value)
 	if !ok || len(t) != 2 {
-		return nil, errors.New("HEAD frame: want (status, headers)")
+		return "", errors.New("HEAD frame: want (status, headers)")
 	}
 	status, ok := t[0].(string)
 	if !ok {
-		return nil, errors.New("status must be a str")
-	}
-	if status, err = latin1(status); err != nil {
-		return nil, fmt.Errorf("status %q: %w", status, err)
-	}
-	code, err := parseStatus(status)
-	if err != nil {
-		return nil, err
+		return "", errors.New("status must be a str")
 	}
 	list, ok := t[1].([]Value)
 	if !ok {
-		return nil, errors.New("headers must be a list of (name, value) tuples")
+		return "", errors.New("headers must be a list of (name, value) tuples")
 	}
-	h := &ResponseHead{Code: code, Status: status, Body: p[4+n:]}
-	h.Header = make([][2]string, 0, len(list))
 	for _, item := range list {
 		pair, ok := item.([]Value)
 		if !ok || len(pair) != 2 {
-			return nil, errors.New("headers must be a list of (name, value) tuples")
+			return "", errors.New("headers must be a list of (name, value) tuples")
 		}
 		name, ok1 := pair[0].(string)
 		value, ok2 := pair[1].(string)
 		if !ok1 || !ok2 {
-			return nil, fmt.Errorf("header %v: name and value must be str", pair[0])
-		}
-		if !isToken(name) {
-			return nil, fmt.Errorf("header name %q is not a valid token", name)
-		}
-		if value, err = latin1(value); err != nil {
-			return nil, fmt.Errorf("header %s: %w", name, err)
-		}
-		for i := 0; i < len(value); i++ {
-			if c := value[i]; c == '\r' || c == '\n' || c == 0 {
-				return nil, fmt.Errorf("header %s: value contains CR, LF or NUL", name)
-			}
+			return "", fmt.Errorf("header %v: name and value must be str", pair[0])
 		}
 		h.Header = append(h.Header, [2]string{name, value})
 	}
-	return h, nil
+	return status, nil
 }
 
 func parseStatus(s string) (int, error) {

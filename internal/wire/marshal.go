@@ -47,6 +47,31 @@ func (e *EnvironEncoder) Add(key, value string) {
 	e.buf = appendLatin1(e.buf, value)
 }
 
+// AddHTTP appends the CGI form of a request header: the key is "HTTP_"
+// followed by name upper-cased with '-' mapped to '_'. name must be ASCII
+// (header names are tokens).
+func (e *EnvironEncoder) AddHTTP(name, value string) {
+	n := 5 + len(name)
+	if n < 256 {
+		e.buf = append(e.buf, mShortASCII, byte(n))
+	} else {
+		e.buf = append(e.buf, mASCII)
+		e.buf = binary.LittleEndian.AppendUint32(e.buf, uint32(n))
+	}
+	e.buf = append(e.buf, "HTTP_"...)
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c == '-':
+			c = '_'
+		case 'a' <= c && c <= 'z':
+			c -= 'a' - 'A'
+		}
+		e.buf = append(e.buf, c)
+	}
+	e.buf = appendLatin1(e.buf, value)
+}
+
 // AddBytes appends one pair whose value is given as bytes.
 func (e *EnvironEncoder) AddBytes(key string, value []byte) {
 	e.buf = appendLatin1(e.buf, key)

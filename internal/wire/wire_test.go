@@ -68,6 +68,7 @@ func TestEnvironLoadsInPython(t *testing.T) {
 	e.AddBytes("PATH_INFO", []byte("/caf\xc3\xa9/\xff"))
 	e.Add("HTTP_X_LONG", strings.Repeat("x", 300))
 	e.Add("EMPTY", "")
+	e.AddHTTP("x-Forwarded-for", "1.2.3.4")
 	enc := e.Bytes()
 	out := runPython(t, `
 import marshal, sys
@@ -77,6 +78,7 @@ for k in sorted(d):
 `, enc)
 	want := strings.Join([]string{
 		"EMPTY  str",
+		"HTTP_X_FORWARDED_FOR " + hex.EncodeToString([]byte("1.2.3.4")) + " str",
 		"HTTP_X_LONG " + hex.EncodeToString([]byte(strings.Repeat("x", 300))) + " str",
 		"PATH_INFO " + hex.EncodeToString([]byte("/caf\xc3\xa9/\xff")) + " str",
 		"REQUEST_METHOD " + hex.EncodeToString([]byte("GET")) + " str",
