@@ -30,6 +30,8 @@ PROTOCOL = 1
 HEADER = struct.Struct("<IBBHI")
 HEADER_SIZE = HEADER.size
 U32 = struct.Struct("<I")
+# A HEAD frame's header followed by its u32 head length, packed in one call.
+HEAD_PREFIX = struct.Struct("<IBBHII")
 FILE_RANGE = struct.Struct("<QQ")
 
 # Go -> worker
@@ -70,12 +72,8 @@ def frame(kind: int, stream: int, payload: bytes = b"", flags: int = 0) -> bytes
 def head_frame(stream: int, status: str, headers: Headers, body: bytes, end: bool) -> bytes:
     """Encodes a HEAD frame. marshal version 2 has no back-references."""
     head = marshal.dumps((status, headers), 2)
-    return (
-        HEADER.pack(4 + len(head) + len(body), HEAD, FLAG_END if end else 0, 0, stream)
-        + U32.pack(len(head))
-        + head
-        + body
-    )
+    prefix = HEAD_PREFIX.pack(4 + len(head) + len(body), HEAD, FLAG_END if end else 0, 0, stream, len(head))
+    return b"".join((prefix, head, body))
 
 
 class Cancelled(Exception):
@@ -108,7 +106,7 @@ class FileWrapper:
 class Response:
     """State of one response: what start_response recorded and what was sent."""
 
-    __slots__ = ("worker", "stream", "status", "headers", "sent", "content_length")
+    __slots__ = ("worker", "stream", "status", "headers", "sent")
 
     def __init__(self, worker: Worker, stream: int) -> None:
         self.worker = worker
@@ -116,7 +114,6 @@ class Response:
         self.status: Optional[str] = None
         self.headers: Headers = []
         self.sent = False
-        self.content_length: Optional[int] = None
 
     def start_response(self, status: str, headers: Headers, exc_info: Any = None) -> Callable[[bytes], None]:
         """The start_response callable of PEP 3333."""
@@ -132,9 +129,9 @@ class Response:
             raise TypeError("status must be a str, not %s" % type(status).__name__)
         if type(headers) is not list:
             raise TypeError("headers must be a list, not %s" % type(headers).__name__)
-        for item in headers:
-            if type(item) is not tuple or len(item) != 2 or type(item[0]) is not str or type(item[1]) is not str:
-                raise TypeError("each header must be a (str, str) tuple, got %r" % (item,))
+        # The names and values are checked by Go, which must check them
+        # anyway before they reach the client; a bad one is logged and
+        # answered with 500.
         self.status = status
         self.headers = headers
         return self.write
@@ -151,10 +148,9 @@ class Response:
 class Worker:
     """Reads request frames from Go, runs the app, writes response frames."""
 
-    def __init__(self, sock: socket.socket, app: WSGIApp, base_environ: dict) -> None:
+    def __init__(self, sock: socket.socket, app: WSGIApp) -> None:
         self.sock = sock
         self.app = app
-        self.base_environ = base_environ
         self.inbox: Deque[Tuple[int, int, int, memoryview]] = deque()
         self.pending = b""
         self.out: List[bytes] = []
@@ -233,13 +229,15 @@ class Worker:
     def handle(self, stream: int, flags: int, payload: memoryview) -> None:
         """Runs the app for one request and queues or streams its response."""
         environ_len = U32.unpack_from(payload)[0]
-        environ = self.base_environ.copy()
-        environ.update(marshal.loads(payload[4 : 4 + environ_len]))
+        # Go sends every key but the three that must be Python objects.
+        environ = marshal.loads(payload[4 : 4 + environ_len])
         if flags & FLAG_BODY_FILE:
             wsgi_input: Any = open(environ.pop("taipan.body_path"), "rb")
         else:
             wsgi_input = io.BytesIO(payload[4 + environ_len :])
         environ["wsgi.input"] = wsgi_input
+        environ["wsgi.errors"] = sys.stderr
+        environ["wsgi.file_wrapper"] = FileWrapper
         response = Response(self, stream)
         result: Any = None
         try:
@@ -422,7 +420,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--app", required=True)
     parser.add_argument("--protocol", type=int, default=PROTOCOL)
     parser.add_argument("--pythonpath", action="append", default=[])
-    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
 
     sock = socket.socket(fileno=args.fd)
@@ -449,19 +446,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         sock.sendall(frame(BOOT_ERROR, 0, text.encode("utf-8", "replace")))
         return 1
 
-    base_environ = {
-        "wsgi.version": (1, 0),
-        "wsgi.errors": sys.stderr,
-        "wsgi.multithread": False,
-        "wsgi.multiprocess": args.workers > 1,
-        "wsgi.run_once": False,
-        "wsgi.file_wrapper": FileWrapper,
-        "SERVER_SOFTWARE": "taipan",
-    }
     ready = {"protocol": PROTOCOL, "pid": os.getpid(), "python": "%d.%d.%d" % sys.version_info[:3], "interface": "wsgi"}
     sock.sendall(frame(READY, 0, json.dumps(ready).encode()))
     try:
-        Worker(sock, app, base_environ).serve()
+        Worker(sock, app).serve()
     except (BrokenPipeError, ConnectionResetError):
         pass
     return 0

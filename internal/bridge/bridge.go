@@ -20,12 +20,30 @@ type Bridge struct {
 	pool       *pool.Pool
 	log        *logging.Logger
 	scriptName string // --root-path, without a trailing slash
+	fixed      []byte // encoded environ keys that are the same for every request
 	scratch    sync.Pool
 }
 
-// New returns a Bridge. rootPath becomes SCRIPT_NAME ("" or "/" for none).
-func New(p *pool.Pool, rootPath string, log *logging.Logger) *Bridge {
-	b := &Bridge{pool: p, log: log, scriptName: strings.TrimRight(rootPath, "/")}
+// Options are the facts about the deployment that the environ reports.
+type Options struct {
+	RootPath     string // becomes SCRIPT_NAME ("" or "/" for none)
+	Multiprocess bool   // wsgi.multiprocess: more than one worker process
+	Multithread  bool   // wsgi.multithread: a worker runs requests concurrently
+}
+
+// New returns a Bridge that sends requests to p.
+func New(p *pool.Pool, opts Options, log *logging.Logger) *Bridge {
+	b := &Bridge{pool: p, log: log, scriptName: strings.TrimRight(opts.RootPath, "/")}
+	// The keys that never change are encoded once; the worker adds only
+	// wsgi.input, wsgi.errors and wsgi.file_wrapper, which must be objects.
+	var e wire.EnvironEncoder
+	e.Reset()
+	e.AddIntPair("wsgi.version", 1, 0)
+	e.AddBool("wsgi.multithread", opts.Multithread)
+	e.AddBool("wsgi.multiprocess", opts.Multiprocess)
+	e.AddBool("wsgi.run_once", false)
+	e.Add("SERVER_SOFTWARE", "taipan")
+	b.fixed = e.Pairs()
 	b.scratch.New = func() any { return new(scratch) }
 	return b
 }
@@ -141,6 +159,7 @@ func (b *Bridge) forward(w edge.ResponseWriter, r *edge.Request, s *scratch, ev 
 // (docs/protocol.md). It reports whether the body travels as a file.
 func (b *Bridge) environ(e *wire.EnvironEncoder, r *edge.Request) ([]byte, bool) {
 	e.Reset()
+	e.AddPairs(b.fixed)
 	e.Add("REQUEST_METHOD", r.Method)
 	e.Add("SERVER_PROTOCOL", r.Proto)
 	var pathInfo []byte

@@ -29,7 +29,7 @@ func TestPercentDecode(t *testing.T) {
 }
 
 func TestRootPath(t *testing.T) {
-	b := New(nil, "/app/", logging.New(&bytes.Buffer{}, logging.Error))
+	b := New(nil, Options{RootPath: "/app/"}, logging.New(&bytes.Buffer{}, logging.Error))
 	for path, want := range map[string][2]string{
 		"/app/x":   {"/app", "/x"},
 		"/app":     {"/app", ""},
@@ -48,7 +48,7 @@ func TestRootPath(t *testing.T) {
 // Headers with underscores are dropped, repeated headers joined, and
 // Content-Type becomes CONTENT_TYPE.
 func TestHeaders(t *testing.T) {
-	b := New(nil, "", logging.New(&bytes.Buffer{}, logging.Error))
+	b := New(nil, Options{}, logging.New(&bytes.Buffer{}, logging.Error))
 	r := &edge.Request{Method: "POST", Path: "/", Proto: "HTTP/1.1", Body: edge.NewMemoryBody([]byte("abc")), Scheme: "http",
 		Header: []edge.HeaderField{
 			{Name: "X-Forwarded-For", Value: "1.1.1.1"},

@@ -50,7 +50,6 @@ func New(cfg Config, log *logging.Logger) *Pool {
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = 5 * time.Second
 	}
-	cfg.Spec.Workers = cfg.Workers
 	return &Pool{cfg: cfg, log: log, workers: make(map[int]*Worker), stopped: make(chan struct{})}
 }
 

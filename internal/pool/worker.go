@@ -29,7 +29,6 @@ type Spec struct {
 	Dir        string   // working directory ("" = taipan's)
 	Env        []string // full environment
 	PythonPath []string // extra sys.path entries
-	Workers    int      // pool size, for wsgi.multiprocess
 }
 
 // BootError is returned when a worker could not load the app. Text holds
@@ -80,7 +79,7 @@ func startWorker(spec *Spec, id int, timeout time.Duration, log *logging.Logger)
 	conn := fc.(*net.UnixConn)
 
 	args := []string{"-u", spec.Script, "--fd", "3", "--app", spec.App,
-		"--protocol", strconv.Itoa(wire.Version), "--workers", strconv.Itoa(spec.Workers)}
+		"--protocol", strconv.Itoa(wire.Version)}
 	for _, p := range spec.PythonPath {
 		args = append(args, "--pythonpath", p)
 	}

@@ -97,7 +97,7 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 	if access != nil {
 		ecfg.AccessLog = access.Log
 	}
-	srv := edge.NewServer(ecfg, bridge.New(p, cfg.RootPath, log), log)
+	srv := edge.NewServer(ecfg, bridge.New(p, bridge.Options{RootPath: cfg.RootPath, Multiprocess: cfg.Workers > 1}, log), log)
 
 	// Bind first: a taken port is reported before any Python starts.
 	var listeners []net.Listener

@@ -72,6 +72,37 @@ func (e *EnvironEncoder) AddHTTP(name, value string) {
 	e.buf = appendLatin1(e.buf, value)
 }
 
+// AddBool appends a pair whose value is True or False.
+func (e *EnvironEncoder) AddBool(key string, v bool) {
+	e.buf = appendLatin1(e.buf, key)
+	if v {
+		e.buf = append(e.buf, mTrue)
+	} else {
+		e.buf = append(e.buf, mFalse)
+	}
+}
+
+// AddIntPair appends a pair whose value is a tuple of two ints, such as
+// wsgi.version.
+func (e *EnvironEncoder) AddIntPair(key string, a, b int32) {
+	e.buf = appendLatin1(e.buf, key)
+	e.buf = append(e.buf, mSmallTuple, 2, mInt)
+	e.buf = binary.LittleEndian.AppendUint32(e.buf, uint32(a))
+	e.buf = append(e.buf, mInt)
+	e.buf = binary.LittleEndian.AppendUint32(e.buf, uint32(b))
+}
+
+// Pairs returns the pairs added since Reset, without the dict markers, for
+// AddPairs to copy into other environs.
+func (e *EnvironEncoder) Pairs() []byte {
+	return append([]byte(nil), e.buf[1:]...)
+}
+
+// AddPairs appends pairs produced by Pairs.
+func (e *EnvironEncoder) AddPairs(pairs []byte) {
+	e.buf = append(e.buf, pairs...)
+}
+
 // AddBytes appends one pair whose value is given as bytes.
 func (e *EnvironEncoder) AddBytes(key string, value []byte) {
 	e.buf = appendLatin1(e.buf, key)
