@@ -2,6 +2,7 @@ package edge
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -76,6 +77,34 @@ type conn struct {
 	resp   response
 	rec    AccessRecord
 	linger bool // drain input before closing
+
+	readDeadline  time.Time // last deadline given to rwc, see setReadDeadline
+	writeDeadline time.Time
+}
+
+// deadlineSlack is how much later than the deadline in force a new one may
+// be and still not be applied. Setting a deadline re-arms a runtime timer,
+// a cost worth skipping on every keep-alive request; in exchange a timeout
+// may fire up to 1/64 of its length early.
+func deadlineSlack(timeout time.Duration) time.Duration { return timeout / 64 }
+
+// setReadDeadline applies d unless the deadline in force is at most slack
+// earlier. An earlier deadline is always applied.
+func (c *conn) setReadDeadline(d time.Time, slack time.Duration) {
+	if late := d.Sub(c.readDeadline); late >= 0 && late <= slack && !c.readDeadline.IsZero() {
+		return
+	}
+	c.readDeadline = d
+	c.rwc.SetReadDeadline(d)
+}
+
+// setWriteDeadline is setReadDeadline for writes.
+func (c *conn) setWriteDeadline(d time.Time, slack time.Duration) {
+	if late := d.Sub(c.writeDeadline); late >= 0 && late <= slack && !c.writeDeadline.IsZero() {
+		return
+	}
+	c.writeDeadline = d
+	c.rwc.SetWriteDeadline(d)
 }
 
 // connReader is the bufio.Reader's source. Before blocking on the socket it
@@ -94,7 +123,7 @@ func (r *connReader) Read(p []byte) (int, error) {
 		}
 	}
 	if r.perRead > 0 {
-		c.rwc.SetReadDeadline(time.Now().Add(r.perRead))
+		c.setReadDeadline(time.Now().Add(r.perRead), deadlineSlack(r.perRead))
 	}
 	return c.rwc.Read(p)
 }
@@ -104,8 +133,18 @@ type connWriter struct{ c *conn }
 
 func (w *connWriter) Write(p []byte) (int, error) {
 	c := w.c
-	c.rwc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+	timeout := c.srv.cfg.WriteTimeout
+	c.setWriteDeadline(time.Now().Add(timeout), deadlineSlack(timeout))
 	return c.rwc.Write(p)
+}
+
+// headBuffered reports whether br already holds the end of a request head
+// (an empty line), so that reading the head needs no socket read. Empty lines
+// before a request line can make it answer true early; the idle deadline in
+// force then still bounds the read.
+func headBuffered(br *bufio.Reader) bool {
+	b, _ := br.Peek(br.Buffered())
+	return bytes.Contains(b, []byte("\n\r\n")) || bytes.Contains(b, []byte("\n\n"))
 }
 
 // serve runs the connection's request loop.
@@ -132,7 +171,7 @@ func (c *conn) serve() {
 			if !s.setState(c, stateIdle) {
 				return
 			}
-			c.rwc.SetReadDeadline(time.Now().Add(wait))
+			c.setReadDeadline(time.Now().Add(wait), deadlineSlack(wait))
 			if _, err := c.br.Peek(1); err != nil {
 				return
 			}
@@ -142,7 +181,11 @@ func (c *conn) serve() {
 		}
 		wait = cfg.KeepAliveTimeout
 		start := time.Now()
-		c.rwc.SetReadDeadline(start.Add(cfg.ReadHeaderTimeout))
+		if !headBuffered(c.br) {
+			// The head is still arriving: it has ReadHeaderTimeout from
+			// its first byte. A head already buffered needs no read.
+			c.setReadDeadline(start.Add(cfg.ReadHeaderTimeout), deadlineSlack(cfg.ReadHeaderTimeout))
+		}
 		if !c.serveOne(start) {
 			return
 		}
@@ -235,7 +278,7 @@ func (c *conn) writeError(he *httpError) int64 {
 	b = append(b, "\r\n"...)
 	b = append(b, body...)
 	c.wbuf = b
-	c.rwc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+	c.setWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout), 0)
 	c.bw.Write(b)
 	c.bw.Flush()
 	return int64(len(body))
@@ -283,7 +326,7 @@ func (c *conn) close() {
 	c.bw.Flush()
 	if c.linger {
 		if tc, ok := c.rwc.(interface{ CloseWrite() error }); ok && tc.CloseWrite() == nil {
-			c.rwc.SetReadDeadline(time.Now().Add(lingerTimeout))
+			c.setReadDeadline(time.Now().Add(lingerTimeout), 0)
 			io.CopyN(io.Discard, c.rwc, lingerMaxRead)
 		}
 	}
@@ -304,7 +347,7 @@ func (c *conn) sendFile(f *os.File, offset, n int64) (int64, error) {
 	const slice = 4 << 20
 	var sent int64
 	for sent < n {
-		c.rwc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+		c.setWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout), 0)
 		m, err := io.CopyN(c.rwc, f, min(n-sent, slice))
 		sent += m
 		if err != nil {
