@@ -6,8 +6,9 @@ Subcommands:
   snapshot ROOTPID         print JSON: per process of the tree, CPU clock ticks
                            (utime+stime from /proc/PID/stat), VmHWM (kB), role
                            and command line
-  report DIR SERVER...     read DIR/SERVER/{wrk.txt,before.json,after.json,cmd}
-                           and DIR/meta.md, print the markdown report
+  report DIR SERVER...     read DIR/SERVER/rN/{wrk.txt,before.json,after.json}
+                           for every round N found there, and DIR/meta.md;
+                           print the markdown report (medians over the rounds)
 
 Roles: the root of a taipan run is its Go process ("go"); a process whose
 command line mentions taipan_worker.py is a taipan Python worker ("python");
@@ -18,6 +19,7 @@ is "server".
 import json
 import os
 import re
+import statistics
 import sys
 
 
@@ -148,8 +150,9 @@ def fmt(v, spec):
     return "—" if v is None else format(v, spec)
 
 
-def load_server(d, name, clk_tck):
-    base = os.path.join(d, name)
+def load_server(d, name, rnd, clk_tck):
+    """One server's measured run in round rnd (DIR/SERVER/r<rnd>/)."""
+    base = os.path.join(d, name, f"r{rnd}")
     with open(os.path.join(base, "wrk.txt"), encoding="utf-8") as f:
         wrk = parse_wrk(f.read())
     with open(os.path.join(base, "before.json"), encoding="utf-8") as f:
@@ -170,6 +173,7 @@ def load_server(d, name, clk_tck):
         us = {k: v / clk_tck * 1e6 / n for k, v in ticks.items()}
     return {
         "name": name,
+        "round": rnd,
         "wrk": wrk,
         "us": us,
         "taipan": any(p["role"] == "go" for p in after.values()),
@@ -179,19 +183,80 @@ def load_server(d, name, clk_tck):
     }
 
 
+def rounds_of(d, names):
+    """The round numbers present (DIR/SERVER/rN), sorted."""
+    found = set()
+    for name in names:
+        for entry in os.listdir(os.path.join(d, name)):
+            m = re.fullmatch(r"r(\d+)", entry)
+            if m and os.path.isfile(os.path.join(d, name, entry, "wrk.txt")):
+                found.add(int(m.group(1)))
+    return sorted(found)
+
+
+def median_round(runs):
+    """The run with the median req/s: with an even number of rounds, the
+    lower of the two middle ones (so that it is a real run whose other
+    figures can be shown alongside). Runs without a req/s are left out;
+    if none has one, the first run."""
+    ok = sorted((r for r in runs if r["wrk"]["rps"]), key=lambda r: r["wrk"]["rps"])
+    if not ok:
+        return runs[0]
+    return ok[(len(ok) - 1) // 2]
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def py_us(r):
+    """Python µs/req of a run (taipan: its workers; others: every process)."""
+    us = r["us"]
+    if not us:
+        return None
+    if r["taipan"]:
+        return us["python"] + us["server"]
+    return sum(us.values())
+
+
+def round_ratio(runs, a, b, rnd):
+    """req/s of server a over server b in the same round, or None."""
+    ra, rb = runs[a].get(rnd), runs[b].get(rnd)
+    if ra and rb and ra["wrk"]["rps"] and rb["wrk"]["rps"]:
+        return ra["wrk"]["rps"] / rb["wrk"]["rps"]
+    return None
+
+
 def report(d, names):
     clk_tck = os.sysconf("SC_CLK_TCK")
-    rows = [load_server(d, n, clk_tck) for n in names]
+    rounds = rounds_of(d, names)
+    # runs[name][round] -> one measured run
+    runs = {n: {k: load_server(d, n, k, clk_tck) for k in rounds
+                if os.path.isfile(os.path.join(d, n, f"r{k}", "wrk.txt"))}
+            for n in names}
+    # Main table: per server, the run of its median round.
+    rows = [median_round([runs[n][k] for k in sorted(runs[n])]) for n in names]
     by = {r["name"]: r for r in rows}
     ref = by.get("gunicorn", {}).get("wrk", {}).get("rps")
+    nr = len(rounds)
+    even = nr % 2 == 0 and nr > 1
 
     out = []
     with open(os.path.join(d, "meta.md"), encoding="utf-8") as f:
         out.append(f.read().rstrip("\n"))
     out.append("")
-    out.append("| server | procs | req/s | vs gunicorn | p50 latency | p99 latency "
+    out.append(f"Medians of {nr} round{'s' if nr != 1 else ''} (rounds are interleaved: each runs "
+               "every server once, started afresh). For each server the table shows "
+               "its median round by req/s"
+               + (" (with an even number of rounds, the lower of the two middle ones)" if even else "")
+               + ": every column of a row comes from that one round (\"round\"), and "
+               "\"vs gunicorn\" divides the median req/s by gunicorn's. "
+               "The req/s of every round are listed further down.")
+    out.append("")
+    out.append("| server | round | procs | req/s | vs gunicorn | p50 latency | p99 latency "
                "| CPU µs/req (all procs) | Go µs/req | Python µs/req | peak RSS (MB) |")
-    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         w, us = r["wrk"], r["us"]
         ratio = f"{w['rps'] / ref:.2f}x" if ref and w["rps"] else "—"
@@ -204,7 +269,7 @@ def report(d, names):
                 # No Go here: every process of the server runs Python.
                 py = total
         out.append(
-            f"| {r['name']} | {r['nprocs']} | {fmt(w['rps'], ',.0f')} | {ratio} "
+            f"| {r['name']} | {r['round']} | {r['nprocs']} | {fmt(w['rps'], ',.0f')} | {ratio} "
             f"| {fmt_ms(w['p50'])} | {fmt_ms(w['p99'])} | {fmt(total, '.1f')} "
             f"| {fmt(go, '.1f')} | {fmt(py, '.1f')} | {r['rss_mb']:.1f} |")
     out.append("")
@@ -219,48 +284,90 @@ def report(d, names):
                "uWSGI's --http-socket close each one after one response, so their "
                "figures include a TCP connect/accept/close per request.")
 
+    # Per-round table: req/s of every server in every round, and taipan's
+    # ratios within each round (both servers measured minutes apart at most,
+    # under the same conditions), with the median of those ratios.
+    pairs = [o for o in ("gunicorn", "uwsgi") if "taipan" in runs and o in runs]
+    ratios = {o: {k: round_ratio(runs, "taipan", o, k) for k in rounds} for o in pairs}
+    med_ratio = {o: median(ratios[o].values()) for o in pairs}
+    out.append("")
+    if pairs:
+        out.append("Per round: req/s of every server in every round, and taipan's req/s over "
+                   "the other server's in the same round. Last row: the req/s of the main table "
+                   "and the median of the per-round ratios"
+                   + (" (with an even number of rounds, the mean of the two middle ones)" if even else "")
+                   + ", which the bar below uses.")
+    else:
+        out.append("Per round: req/s of every server in every round. Last row: the req/s of "
+                   "the main table.")
+    out.append("")
+    out.append("| round | " + " | ".join(names)
+               + "".join(f" | taipan/{o}" for o in pairs) + " |")
+    out.append("|---:|" + "---:|" * (len(names) + len(pairs)))
+    for k in rounds:
+        cells = [fmt(runs[n][k]["wrk"]["rps"] if k in runs[n] else None, ",.0f") for n in names]
+        cells += [fmt(ratios[o][k], ".2f") + ("x" if ratios[o][k] is not None else "") for o in pairs]
+        out.append(f"| {k} | " + " | ".join(cells) + " |")
+    cells = [fmt(by[n]["wrk"]["rps"], ",.0f") for n in names]
+    cells += [fmt(med_ratio[o], ".2f") + ("x" if med_ratio[o] is not None else "") for o in pairs]
+    out.append("| median | " + " | ".join(cells) + " |")
+
     notes = []
-    for r in rows:
-        w = r["wrk"]
-        if w["non2xx"]:
-            notes.append(f"{r['name']}: {w['non2xx']} non-2xx/3xx responses")
-        if w["socket_errors"]:
-            note = f"{r['name']}: wrk socket errors: {w['socket_errors']}"
-            m = re.search(r"read (\d+)", w["socket_errors"])
-            if m and w["requests"] and int(m.group(1)) >= 0.9 * w["requests"]:
+    for n in names:
+        errs, explain, nexited = [], False, []
+        for k in sorted(runs[n]):
+            r = runs[n][k]
+            w = r["wrk"]
+            if w["non2xx"]:
+                notes.append(f"{n}, round {k}: {w['non2xx']} non-2xx/3xx responses")
+            if w["socket_errors"]:
+                e = f"round {k}: {w['socket_errors']}"
+                m = re.search(r"read (\d+)", w["socket_errors"])
+                if m and w["requests"] and int(m.group(1)) >= 0.9 * w["requests"]:
+                    explain = True
+                m = re.search(r"timeout (\d+)", w["socket_errors"])
+                if m and int(m.group(1)):
+                    e += (f" ({m.group(1)} requests got no answer within wrk's 2 s"
+                          " timeout and are missing from the latency percentiles)")
+                errs.append(e)
+            nexited.extend(f"{n}, round {k}: {x}" for x in r["notes"])
+        if errs:
+            note = f"{n}: wrk socket errors: " + "; ".join(errs)
+            if explain:
                 # uWSGI's --http-socket closes the connection after every
                 # response without saying "Connection: close"; wrk counts each
                 # such close as a read error, then reconnects. The responses
                 # themselves were complete and are counted.
-                note += (" (about one per request: the server closes the connection"
-                         " after each response without a Connection: close header;"
-                         " wrk counts that as a read error and reconnects)")
-            m = re.search(r"timeout (\d+)", w["socket_errors"])
-            if m and int(m.group(1)):
-                note += (f"; {m.group(1)} requests got no answer within wrk's 2 s"
-                         " timeout and are missing from the latency percentiles")
+                note += (" (read errors about one per request: the server closes the"
+                         " connection after each response without a Connection: close"
+                         " header; wrk counts that as a read error and reconnects)")
             notes.append(note)
-        notes.extend(f"{r['name']}: {n}" for n in r["notes"])
+        notes.extend(nexited)
     if notes:
         out.append("")
         out.append("Notes:")
         out.extend(f"- {n}" for n in notes)
 
-    tp = by.get("taipan")
-    if tp and tp["wrk"]["rps"]:
+    tp = runs.get("taipan")
+    if tp and by["taipan"]["wrk"]["rps"]:
         out.append("")
-        out.append("Bar (taipan >= 3x gunicorn, >= 1.5x uWSGI, Python worker CPU <= 8 µs/req):")
+        out.append("Bar (taipan >= 3x gunicorn, >= 1.5x uWSGI, Python worker CPU <= 8 µs/req)"
+                   + (f", medians over the {nr} rounds:" if nr > 1 else ":"))
         for other, want in (("gunicorn", 3.0), ("uwsgi", 1.5)):
-            o = by.get(other)
-            if o and o["wrk"]["rps"]:
-                ratio = tp["wrk"]["rps"] / o["wrk"]["rps"]
+            ratio = med_ratio.get(other)
+            if ratio is not None:
+                each = [v for v in ratios[other].values() if v is not None]
                 verdict = "ok" if ratio >= want else "MISSED"
-                out.append(f"- taipan/{other} req/s: {ratio:.2f}x (bar {want}x: {verdict})")
-        if tp["us"]:
-            py = tp["us"]["python"] + tp["us"]["server"]
+                spread = (f"median of {len(each)} per-round ratios, range "
+                          f"{min(each):.2f}x–{max(each):.2f}x" if len(each) > 1 else "one round")
+                out.append(f"- taipan/{other} req/s: {ratio:.2f}x, {spread} (bar {want}x: {verdict})")
+        py = median(py_us(r) for r in tp.values())
+        go = median(r["us"]["go"] if r["us"] else None for r in tp.values())
+        if py is not None:
             verdict = "ok" if py <= 8 else "MISSED"
-            out.append(f"- taipan Python worker CPU: {py:.2f} µs/req (bar 8: {verdict}); "
-                       f"Go: {tp['us']['go']:.2f} µs/req")
+            over = "median over the rounds" if len(tp) > 1 else "one round"
+            out.append(f"- taipan Python worker CPU: {py:.2f} µs/req, {over} "
+                       f"(bar 8: {verdict}); Go: {fmt(go, '.2f')} µs/req")
     print("\n".join(out))
 
 
