@@ -106,7 +106,7 @@ func (e *EnvironEncoder) AddPairs(pairs []byte) {
 // AddBytes appends one pair whose value is given as bytes.
 func (e *EnvironEncoder) AddBytes(key string, value []byte) {
 	e.buf = appendLatin1(e.buf, key)
-	e.buf = appendLatin1Bytes(e.buf, value)
+	e.buf = appendLatin1(e.buf, value)
 }
 
 // Bytes terminates the dict and returns the encoding. The slice is valid
@@ -124,30 +124,19 @@ func isASCII[T string | []byte](s T) bool {
 	return true
 }
 
-func appendLatin1(dst []byte, s string) []byte {
-	if isASCII(s) {
-		if len(s) < 256 {
-			dst = append(dst, mShortASCII, byte(len(s)))
-		} else {
-			dst = append(dst, mASCII)
-			dst = binary.LittleEndian.AppendUint32(dst, uint32(len(s)))
-		}
-		return append(dst, s...)
+// appendLatin1 writes s as a str: TYPE_SHORT_ASCII or TYPE_ASCII when it is
+// ASCII, else TYPE_UNICODE.
+func appendLatin1[T string | []byte](dst []byte, s T) []byte {
+	if !isASCII(s) {
+		return appendLatin1Unicode(dst, s)
 	}
-	return appendLatin1Unicode(dst, s)
-}
-
-func appendLatin1Bytes(dst []byte, s []byte) []byte {
-	if isASCII(s) {
-		if len(s) < 256 {
-			dst = append(dst, mShortASCII, byte(len(s)))
-		} else {
-			dst = append(dst, mASCII)
-			dst = binary.LittleEndian.AppendUint32(dst, uint32(len(s)))
-		}
-		return append(dst, s...)
+	if len(s) < 256 {
+		dst = append(dst, mShortASCII, byte(len(s)))
+	} else {
+		dst = append(dst, mASCII)
+		dst = binary.LittleEndian.AppendUint32(dst, uint32(len(s)))
 	}
-	return appendLatin1Unicode(dst, s)
+	return append(dst, s...)
 }
 
 // appendLatin1Unicode writes TYPE_UNICODE: the UTF-8 encoding of the
