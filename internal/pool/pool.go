@@ -35,6 +35,8 @@ type Pool struct {
 	closed  bool
 
 	stream  atomic.Uint32
+	batches atomic.Uint64 // writes of requests to workers
+	sent    atomic.Uint64 // requests written to workers
 	running sync.WaitGroup // one per worker slot supervisor
 	stopped chan struct{}
 }
@@ -202,6 +204,8 @@ func (p *Pool) workerIdle(w *Worker) {
 // died in the meantime the jobs go back to the front of the queue.
 func (p *Pool) dispatch(w *Worker, batch []*Job) {
 	if w.send(batch, p.nextStream) {
+		p.batches.Add(1)
+		p.sent.Add(uint64(len(batch)))
 		return
 	}
 	p.mu.Lock()
@@ -240,13 +244,15 @@ type Stats struct {
 	Idle    int   // workers waiting for work
 	Queued  int   // requests waiting for a worker
 	Pids    []int // pids of live workers
+	Batches uint64 // writes of requests to workers so far
+	Sent    uint64 // requests written to workers so far
 }
 
 // Stats reports the pool's current state.
 func (p *Pool) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := Stats{Workers: len(p.workers), Idle: len(p.idle), Queued: len(p.queue)}
+	s := Stats{Workers: len(p.workers), Idle: len(p.idle), Queued: len(p.queue), Batches: p.batches.Load(), Sent: p.sent.Load()}
 	for _, w := range p.workers {
 		s.Pids = append(s.Pids, w.Pid)
 	}

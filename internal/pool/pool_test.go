@@ -165,6 +165,7 @@ func TestRequestsQueueInGo(t *testing.T) {
 	if s := p.Stats(); s.Queued != 5 || s.Idle != 0 {
 		t.Fatalf("stats while busy: %+v, want 5 queued and no idle worker", s)
 	}
+	before := p.Stats()
 	if _, err := collect(t, slow); err != nil {
 		t.Fatal(err)
 	}
@@ -173,8 +174,15 @@ func TestRequestsQueueInGo(t *testing.T) {
 			t.Fatalf("queued job: %q %v", body, err)
 		}
 	}
-	if s := p.Stats(); s.Queued != 0 || s.Idle != 1 {
-		t.Fatalf("stats after: %+v", s)
+	after := p.Stats()
+	if after.Queued != 0 || after.Idle != 1 {
+		t.Fatalf("stats after: %+v", after)
+	}
+	// The five requests that queued behind the slow one reached the worker
+	// in a single write.
+	if after.Batches-before.Batches != 1 || after.Sent-before.Sent != 5 {
+		t.Fatalf("queued requests went in %d writes (%d requests), want 1 write of 5",
+			after.Batches-before.Batches, after.Sent-before.Sent)
 	}
 }
 
