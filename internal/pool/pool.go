@@ -35,8 +35,8 @@ type Pool struct {
 	closed  bool
 
 	stream  atomic.Uint32
-	batches atomic.Uint64 // writes of requests to workers
-	sent    atomic.Uint64 // requests written to workers
+	batches atomic.Uint64  // writes of requests to workers
+	sent    atomic.Uint64  // requests written to workers
 	running sync.WaitGroup // one per worker slot supervisor
 	stopped chan struct{}
 }
@@ -240,10 +240,10 @@ func (p *Pool) removeIdle(w *Worker) {
 
 // Stats is a snapshot of the pool.
 type Stats struct {
-	Workers int   // live workers
-	Idle    int   // workers waiting for work
-	Queued  int   // requests waiting for a worker
-	Pids    []int // pids of live workers
+	Workers int    // live workers
+	Idle    int    // workers waiting for work
+	Queued  int    // requests waiting for a worker
+	Pids    []int  // pids of live workers
 	Batches uint64 // writes of requests to workers so far
 	Sent    uint64 // requests written to workers so far
 }
