@@ -296,7 +296,7 @@ def report(d, names):
                    "the other server's in the same round. Last row: the req/s of the main table "
                    "and the median of the per-round ratios"
                    + (" (with an even number of rounds, the mean of the two middle ones)" if even else "")
-                   + ", which the bar below uses.")
+                   + ", which the targets below use.")
     else:
         out.append("Per round: req/s of every server in every round. Last row: the req/s of "
                    "the main table.")
@@ -351,7 +351,7 @@ def report(d, names):
     tp = runs.get("taipan")
     if tp and by["taipan"]["wrk"]["rps"]:
         out.append("")
-        out.append("Bar (taipan >= 3x gunicorn, >= 1.5x uWSGI, Python worker CPU <= 8 µs/req)"
+        out.append("Targets (taipan >= 3x gunicorn, >= 1.5x uWSGI, Python worker CPU <= 8 µs/req)"
                    + (f", medians over the {nr} rounds:" if nr > 1 else ":"))
         for other, want in (("gunicorn", 3.0), ("uwsgi", 1.5)):
             ratio = med_ratio.get(other)
@@ -360,14 +360,14 @@ def report(d, names):
                 verdict = "ok" if ratio >= want else "MISSED"
                 spread = (f"median of {len(each)} per-round ratios, range "
                           f"{min(each):.2f}x–{max(each):.2f}x" if len(each) > 1 else "one round")
-                out.append(f"- taipan/{other} req/s: {ratio:.2f}x, {spread} (bar {want}x: {verdict})")
+                out.append(f"- taipan/{other} req/s: {ratio:.2f}x, {spread} (target {want}x: {verdict})")
         py = median(py_us(r) for r in tp.values())
         go = median(r["us"]["go"] if r["us"] else None for r in tp.values())
         if py is not None:
             verdict = "ok" if py <= 8 else "MISSED"
             over = "median over the rounds" if len(tp) > 1 else "one round"
             out.append(f"- taipan Python worker CPU: {py:.2f} µs/req, {over} "
-                       f"(bar 8: {verdict}); Go: {fmt(go, '.2f')} µs/req")
+                       f"(target 8: {verdict}); Go: {fmt(go, '.2f')} µs/req")
     print("\n".join(out))
 
 
