@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -198,6 +199,64 @@ func TestShutdownSIGTERM(t *testing.T) {
 func TestShutdownSIGINT(t *testing.T) {
 	t.Parallel()
 	testGracefulSignal(t, syscall.SIGINT, "int")
+}
+
+// TestShutdownDrainsQueue: requests still queued in Go behind a busy worker
+// when SIGTERM arrives are served too, not dropped.
+func TestShutdownDrainsQueue(t *testing.T) {
+	t.Parallel()
+	s := startTestApp(t, "-w", "1")
+	const n = 4
+	codes := make(chan string, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			resp, err := timeoutClient(testTimeout).Get(s.URL + "/sleep?ms=400")
+			if err != nil {
+				codes <- err.Error()
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			codes <- resp.Status
+		}()
+	}
+	// One request runs on the only worker; the others wait in Go.
+	time.Sleep(200 * time.Millisecond)
+	s.Signal(syscall.SIGTERM)
+	for i := 0; i < n; i++ {
+		if got := <-codes; got != "200 OK" {
+			t.Errorf("request %d: %s, want 200 OK", i, got)
+		}
+	}
+	if code := s.Wait(10 * time.Second); code != 0 {
+		t.Errorf("exit code %d, want 0\n%s", code, s.Stderr())
+	}
+}
+
+// TestShutdownGracefulTimeout: --graceful-timeout bounds the drain; a request
+// that would outlive it does not keep taipan running.
+func TestShutdownGracefulTimeout(t *testing.T) {
+	t.Parallel()
+	s := startTestApp(t, "-w", "1", "--graceful-timeout", "1")
+	go func() {
+		resp, err := timeoutClient(testTimeout).Get(s.URL + "/sleep?ms=8000")
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	s.Signal(syscall.SIGTERM)
+	code := s.Wait(6 * time.Second)
+	if code == -1 {
+		t.Fatalf("taipan still running 6s after SIGTERM with --graceful-timeout 1\n%s", s.Stderr())
+	}
+	if d := time.Since(start); d < 900*time.Millisecond {
+		t.Errorf("exited after %v, before the graceful timeout", d)
+	}
+	if !strings.Contains(s.Stderr(), "Graceful timeout") {
+		t.Errorf("no graceful-timeout line in the log:\n%s", s.Stderr())
+	}
 }
 
 // TestShutdownIdle: an idle server stops quickly, with its keep-alive
