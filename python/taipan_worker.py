@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import faulthandler
 import importlib
 import io
 import json
 import marshal
 import os
 import select
+import signal
 import socket
 import struct
 import sys
@@ -37,6 +39,7 @@ FILE_RANGE = struct.Struct("<QQ")
 # Go -> worker
 REQUEST = 0x01
 CANCEL = 0x02
+PING = 0x03
 # worker -> Go
 READY = 0x10
 BOOT_ERROR = 0x11
@@ -45,6 +48,7 @@ BODY = 0x13
 FILE = 0x14
 ABORT = 0x15
 LOG = 0x16
+PONG = 0x17
 
 FLAG_BODY_FILE = 0x01
 FLAG_END = 0x01
@@ -217,6 +221,8 @@ class Worker:
             kind, flags, stream, payload = inbox.popleft()
             if kind == REQUEST:
                 self.handle(stream, flags, payload)
+            elif kind == PING:
+                self.out.append(frame(PONG, 0))
 
     def flush(self) -> None:
         if self.out:
@@ -403,6 +409,15 @@ def attribute_path(node: ast.AST, spec: str) -> List[str]:
     return names[::-1]
 
 
+def run_hook(spec: str) -> None:
+    """Calls the MODULE:CALLABLE named by --post-fork, with no arguments."""
+    module_name, _, name = spec.partition(":")
+    if not name:
+        raise ValueError("--post-fork wants MODULE:CALLABLE, got %r" % spec)
+    hook = getattr(importlib.import_module(module_name), name)
+    hook()
+
+
 def app_traceback(exc: BaseException) -> str:
     """Formats exc without the frames of this module and of importlib, so the
     traceback starts where the user's code does."""
@@ -420,6 +435,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--app", required=True)
     parser.add_argument("--protocol", type=int, default=PROTOCOL)
     parser.add_argument("--pythonpath", action="append", default=[])
+    parser.add_argument("--traceback-fd", type=int, default=-1)
+    parser.add_argument("--post-fork", default="")
     args = parser.parse_args(argv)
 
     sock = socket.socket(fileno=args.fd)
@@ -439,8 +456,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.app.startswith("taipan_demo"):
         sys.path.append(here)
 
+    if args.traceback_fd >= 0:
+        # On SIGUSR1 (a request past --timeout, a missed heartbeat) Go gets
+        # the stack of every thread, written from C by faulthandler, so it
+        # works even while Python code is stuck holding the GIL.
+        traceback_file = os.fdopen(args.traceback_fd, "w")
+        faulthandler.register(signal.SIGUSR1, file=traceback_file, all_threads=True)
     try:
         app = load_app(args.app)
+        if args.post_fork:
+            run_hook(args.post_fork)
     except BaseException as exc:
         text = "Failed to load the app %r:\n%s" % (args.app, app_traceback(exc))
         sock.sendall(frame(BOOT_ERROR, 0, text.encode("utf-8", "replace")))

@@ -51,6 +51,8 @@ func New(p *pool.Pool, opts Options, log *logging.Logger) *Bridge {
 var (
 	badGateway = &edge.ResponseHead{Code: 502, Status: "502 Bad Gateway",
 		Header: []edge.HeaderField{{Name: "Content-Type", Value: "text/plain; charset=utf-8"}}}
+	gatewayTimeout = &edge.ResponseHead{Code: 504, Status: "504 Gateway Timeout",
+		Header: []edge.HeaderField{{Name: "Content-Type", Value: "text/plain; charset=utf-8"}}}
 	internalError = &edge.ResponseHead{Code: 500, Status: "500 Internal Server Error",
 		Header: []edge.HeaderField{{Name: "Content-Type", Value: "text/plain; charset=utf-8"}}}
 	unavailable = &edge.ResponseHead{Code: 503, Status: "503 Service Unavailable",
@@ -77,7 +79,7 @@ func (b *Bridge) Serve(w edge.ResponseWriter, r *edge.Request) {
 	if !bodyFile {
 		inline, _ = r.Body.Bytes()
 	}
-	job := pool.NewJob(environ, inline, bodyFile)
+	job := pool.NewJob(r.Method, r.Target, environ, inline, bodyFile)
 	if err := b.pool.Submit(job); err != nil {
 		w.WriteHead(unavailable, []byte("Service Unavailable\n"), true)
 		return
@@ -106,6 +108,9 @@ func (b *Bridge) forward(w edge.ResponseWriter, r *edge.Request, s *scratch, ev 
 		if !w.HeadWritten() {
 			if errors.Is(ev.Err, pool.ErrClosed) {
 				return true, w.WriteHead(unavailable, []byte("Service Unavailable\n"), true)
+			}
+			if errors.Is(ev.Err, pool.ErrTimeout) {
+				return true, w.WriteHead(gatewayTimeout, []byte("Gateway Timeout\n"), true)
 			}
 			b.log.Errorf("%s %s: %v", r.Method, r.Target, ev.Err)
 			return true, w.WriteHead(badGateway, []byte("Bad Gateway\n"), true)

@@ -15,6 +15,10 @@ import (
 // before finishing it.
 var ErrWorkerDied = errors.New("worker died while handling the request")
 
+// ErrTimeout ends a job that ran past the request timeout; its worker was
+// killed.
+var ErrTimeout = errors.New("request timed out")
+
 // ErrClosed is returned by Submit once the pool is shutting down.
 var ErrClosed = errors.New("pool is closed")
 
@@ -44,6 +48,8 @@ func (e *Event) End() bool {
 
 // Job is one request on its way to a worker and its response on the way back.
 type Job struct {
+	method   string // for logs
+	target   string
 	environ  []byte // marshal-encoded environ
 	body     []byte // inline body; nil when bodyFile
 	bodyFile bool
@@ -59,9 +65,12 @@ type Job struct {
 
 // NewJob returns a job for an encoded environ and an inline body. With
 // bodyFile set, the body is in the file named by the environ's
-// taipan.body_path and body must be nil.
-func NewJob(environ, body []byte, bodyFile bool) *Job {
+// taipan.body_path and body must be nil. method and target name the request
+// in logs.
+func NewJob(method, target string, environ, body []byte, bodyFile bool) *Job {
 	return &Job{
+		method:   method,
+		target:   target,
 		environ:  environ,
 		body:     body,
 		bodyFile: bodyFile,
@@ -110,3 +119,6 @@ func (j *Job) assign(w *Worker, stream uint32) {
 	j.stream = stream
 	j.mu.Unlock()
 }
+
+// String is the request line, for logs.
+func (j *Job) String() string { return j.method + " " + j.target }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,27 +19,60 @@ type Config struct {
 	BootTimeout time.Duration // time a worker has to load the app (0 = no limit)
 	StopTimeout time.Duration // time a worker has to exit after being asked, before SIGKILL
 	MaxBatch    int           // most requests sent to a worker in one write (default 32)
+
+	// Timeout is how long one request may run (0 = no limit). Past it the
+	// worker's Python stack is logged, the worker is killed, the request
+	// gets 504 and a replacement starts.
+	Timeout time.Duration
+	// HeartbeatInterval is how often an idle worker is pinged (default 5s);
+	// one that has not answered within HeartbeatTimeout (default 30s) is
+	// replaced.
+	HeartbeatInterval time.Duration
+	HeartbeatTimeout  time.Duration
+
+	// MaxRequests recycles a worker after it has served this many
+	// requests, plus a random 0..MaxRequestsJitter (0 = never).
+	MaxRequests       int
+	MaxRequestsJitter int
+	// MaxRSS recycles a worker whose resident memory exceeds it, in bytes,
+	// checked between requests (0 = never).
+	MaxRSS int64
+
+	// Preload imports the app once in a fork server and forks the workers
+	// from it.
+	Preload bool
 }
 
 // Pool owns the workers. Requests wait in its queue, in Go, while every
 // worker is busy; a worker that becomes idle takes everything queued (up to
 // MaxBatch) in one write, so under load it wakes once per batch, not once
 // per request.
+//
+// Workers belong to a generation. Reload starts a whole new generation and,
+// once it is ready, sends new requests to it while the old one finishes what
+// it has and exits. A worker is recycled the same way: its replacement is
+// started first and it retires only when that one is ready and it is idle,
+// so capacity never drops.
 type Pool struct {
-	cfg Config
-	log *logging.Logger
+	cfg   Config
+	log   *logging.Logger
+	spawn spawner
 
 	mu      sync.Mutex
 	queue   []*Job // FIFO of requests waiting for a worker
 	idle    []*Worker
 	workers map[int]*Worker
+	size    int    // workers wanted in the current generation
+	gen     uint64 // current generation
 	closed  bool
 
-	stream  atomic.Uint32
-	batches atomic.Uint64  // writes of requests to workers
-	sent    atomic.Uint64  // requests written to workers
-	running sync.WaitGroup // one per worker slot supervisor
-	stopped chan struct{}
+	nextID   atomic.Int64
+	stream   atomic.Uint32
+	batches  atomic.Uint64 // writes of requests to workers
+	sent     atomic.Uint64 // requests written to workers
+	reloadMu sync.Mutex    // one reload at a time
+	running  sync.WaitGroup
+	stopped  chan struct{}
 }
 
 // New returns a pool; Start boots its workers.
@@ -52,27 +86,58 @@ func New(cfg Config, log *logging.Logger) *Pool {
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = 5 * time.Second
 	}
-	return &Pool{cfg: cfg, log: log, workers: make(map[int]*Worker), stopped: make(chan struct{})}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = 5 * time.Second
+	}
+	if cfg.HeartbeatTimeout <= 0 {
+		cfg.HeartbeatTimeout = 30 * time.Second
+	}
+	p := &Pool{cfg: cfg, log: log, workers: make(map[int]*Worker), size: cfg.Workers, stopped: make(chan struct{})}
+	p.spawn = &execSpawner{spec: &p.cfg.Spec, timeout: cfg.BootTimeout, log: log}
+	return p
 }
 
 // Start boots every worker at once and waits until all are ready. If the app
 // cannot be loaded, it stops what did start and returns the *BootError, so
 // taipan can exit with the traceback instead of looping on restarts.
 func (p *Pool) Start() error {
+	if p.cfg.Preload {
+		fs, err := newForkSpawner(&p.cfg.Spec, p.cfg.BootTimeout, p.log)
+		if err != nil {
+			return err
+		}
+		p.spawn = fs
+	}
+	workers, err := p.bootGeneration(p.cfg.Workers)
+	if err != nil {
+		p.spawn.close()
+		return err
+	}
+	for _, w := range workers {
+		p.adopt(w, 0)
+	}
+	go p.monitor()
+	return nil
+}
+
+// bootGeneration starts n workers at once; all must become ready, or those
+// that did are stopped and the first error is returned.
+func (p *Pool) bootGeneration(n int) ([]*Worker, error) {
 	type result struct {
 		w   *Worker
 		err error
 	}
-	results := make(chan result, p.cfg.Workers)
-	for id := 1; id <= p.cfg.Workers; id++ {
-		go func(id int) {
-			w, err := startWorker(&p.cfg.Spec, id, p.cfg.BootTimeout, p.log)
+	results := make(chan result, n)
+	for range n {
+		id := int(p.nextID.Add(1))
+		go func() {
+			w, err := p.spawn.spawn(id)
 			results <- result{w, err}
-		}(id)
+		}()
 	}
 	var booted []*Worker
 	var firstErr error
-	for range p.cfg.Workers {
+	for range n {
 		r := <-results
 		if r.err != nil {
 			if firstErr == nil {
@@ -87,17 +152,22 @@ func (p *Pool) Start() error {
 			go w.run(p)
 			w.stop(p.cfg.StopTimeout)
 		}
-		return firstErr
+		return nil, firstErr
 	}
-	for _, w := range booted {
-		p.log.Infof("Booted worker %d with pid %d (Python %s)", w.ID, w.Pid, w.Python)
-		p.adopt(w)
-	}
-	return nil
+	return booted, nil
 }
 
-// adopt puts a ready worker to work and supervises it until it exits.
-func (p *Pool) adopt(w *Worker) {
+// adopt puts a ready worker of generation gen to work and supervises it
+// until it exits.
+func (p *Pool) adopt(w *Worker, gen uint64) {
+	w.gen = gen
+	if p.cfg.MaxRequests > 0 {
+		w.limit = p.cfg.MaxRequests
+		if p.cfg.MaxRequestsJitter > 0 {
+			w.limit += rand.IntN(p.cfg.MaxRequestsJitter + 1)
+		}
+	}
+	p.log.Infof("Booted worker %d with pid %d (Python %s)", w.ID, w.Pid, w.Python)
 	p.mu.Lock()
 	p.workers[w.ID] = w
 	p.mu.Unlock()
@@ -106,47 +176,69 @@ func (p *Pool) adopt(w *Worker) {
 	p.workerIdle(w)
 }
 
-// supervise waits for a worker to exit and starts its replacement, backing
-// off when replacements keep failing.
+// supervise waits for a worker to exit. An unexpected exit of a worker of the
+// current generation starts a replacement; the requests it had not started
+// go back to the front of the queue.
 func (p *Pool) supervise(w *Worker) {
 	defer p.running.Done()
-	err := w.run(p)
+	unstarted, err := w.run(p)
+	w.mu.Lock()
+	killed := w.killErr != nil
+	w.mu.Unlock()
 	p.mu.Lock()
 	delete(p.workers, w.ID)
 	p.removeIdle(w)
 	closed := p.closed
-	p.mu.Unlock()
-	if closed {
-		return
+	expected := w.retiring || w.gen != p.gen
+	replace := !closed && !expected && !w.renewing
+	if len(unstarted) > 0 {
+		p.queue = append(unstarted, p.queue...)
 	}
-	if err != nil {
+	p.mu.Unlock()
+	if len(unstarted) > 0 {
+		p.dispatchQueued()
+	}
+	switch {
+	case closed:
+		return
+	case expected:
+		p.log.Infof("Worker %d (pid %d) stopped", w.ID, w.Pid)
+		return
+	case killed:
+		// Already logged by whoever killed it.
+	case err != nil:
 		p.log.Errorf("Worker %d (pid %d) exited unexpectedly: %v", w.ID, w.Pid, err)
-	} else {
+	default:
 		p.log.Errorf("Worker %d (pid %d) exited unexpectedly", w.ID, w.Pid)
 	}
-	p.replace(w.ID)
+	if replace {
+		p.replace(w.gen)
+	}
 }
 
-// replace boots a new worker for slot id, retrying with exponential backoff
-// (100 ms doubling to 30 s) while boots fail.
-func (p *Pool) replace(id int) {
+// replace boots a worker for generation gen, retrying with exponential
+// backoff (100 ms doubling to 30 s) while boots fail, and gives up when the
+// pool closes or moves on to another generation.
+func (p *Pool) replace(gen uint64) {
 	backoff := 100 * time.Millisecond
 	for {
-		w, err := startWorker(&p.cfg.Spec, id, p.cfg.BootTimeout, p.log)
+		w, err := p.spawn.spawn(int(p.nextID.Add(1)))
+		p.mu.Lock()
+		current := !p.closed && p.gen == gen
+		p.mu.Unlock()
 		if err == nil {
-			p.mu.Lock()
-			closed := p.closed
-			p.mu.Unlock()
-			if closed {
+			if !current {
 				go w.run(p)
 				w.stop(p.cfg.StopTimeout)
 				return
 			}
-			p.log.Infof("Booted worker %d with pid %d", w.ID, w.Pid)
-			p.adopt(w)
+			p.adopt(w, gen)
 			return
 		}
-		p.log.Errorf("Worker %d failed to boot, retrying in %v: %v", id, backoff, err)
+		if !current {
+			return
+		}
+		p.log.Errorf("A worker failed to boot, retrying in %v: %v", backoff, err)
 		select {
 		case <-time.After(backoff):
 		case <-p.stopped:
@@ -176,11 +268,17 @@ func (p *Pool) Submit(j *Job) error {
 }
 
 // workerIdle is called when a worker has finished everything it was sent:
-// it takes the next batch from the queue, or waits on the idle list.
+// a retiring worker is stopped; any other takes the next batch from the
+// queue, or waits on the idle list.
 func (p *Pool) workerIdle(w *Worker) {
 	p.mu.Lock()
 	if p.workers[w.ID] != w {
 		p.mu.Unlock()
+		return
+	}
+	if w.retiring || w.gen != p.gen {
+		p.mu.Unlock()
+		go w.stop(p.cfg.StopTimeout)
 		return
 	}
 	if len(p.queue) == 0 {
@@ -188,7 +286,29 @@ func (p *Pool) workerIdle(w *Worker) {
 		p.mu.Unlock()
 		return
 	}
-	n := min(len(p.queue), p.cfg.MaxBatch)
+	batch := p.takeLocked(min(len(p.queue), p.cfg.MaxBatch))
+	p.mu.Unlock()
+	p.dispatch(w, batch)
+}
+
+// dispatchQueued hands queued jobs to idle workers (after jobs were put back).
+func (p *Pool) dispatchQueued() {
+	for {
+		p.mu.Lock()
+		if len(p.idle) == 0 || len(p.queue) == 0 {
+			p.mu.Unlock()
+			return
+		}
+		w := p.idle[len(p.idle)-1]
+		p.idle = p.idle[:len(p.idle)-1]
+		batch := p.takeLocked(min(len(p.queue), p.cfg.MaxBatch))
+		p.mu.Unlock()
+		p.dispatch(w, batch)
+	}
+}
+
+// takeLocked removes and returns the first n queued jobs.
+func (p *Pool) takeLocked(n int) []*Job {
 	batch := make([]*Job, n)
 	copy(batch, p.queue)
 	clear(p.queue[:n])
@@ -196,8 +316,7 @@ func (p *Pool) workerIdle(w *Worker) {
 	if len(p.queue) == 0 {
 		p.queue = nil
 	}
-	p.mu.Unlock()
-	p.dispatch(w, batch)
+	return batch
 }
 
 // dispatch sends a batch to a worker taken off the idle list. If the worker
@@ -210,15 +329,8 @@ func (p *Pool) dispatch(w *Worker, batch []*Job) {
 	}
 	p.mu.Lock()
 	p.queue = append(batch, p.queue...)
-	var next *Worker
-	if n := len(p.idle); n > 0 {
-		next = p.idle[n-1]
-		p.idle = p.idle[:n-1]
-	}
 	p.mu.Unlock()
-	if next != nil {
-		p.workerIdle(next)
-	}
+	p.dispatchQueued()
 }
 
 func (p *Pool) nextStream() uint32 {
@@ -238,12 +350,219 @@ func (p *Pool) removeIdle(w *Worker) {
 	}
 }
 
+// retire stops w once it is idle (at once if it is idle now).
+func (p *Pool) retire(w *Worker) {
+	p.mu.Lock()
+	w.retiring = true
+	idle := false
+	for _, x := range p.idle {
+		if x == w {
+			idle = true
+		}
+	}
+	p.removeIdle(w)
+	p.mu.Unlock()
+	if idle {
+		go w.stop(p.cfg.StopTimeout)
+	}
+}
+
+// renew replaces w: it boots a new worker of w's generation, puts it to work,
+// then retires w. While the new one boots, w keeps serving.
+func (p *Pool) renew(w *Worker, reason string) {
+	p.mu.Lock()
+	if w.renewing || w.retiring || p.closed || w.gen != p.gen {
+		p.mu.Unlock()
+		return
+	}
+	w.renewing = true
+	gen := w.gen
+	p.mu.Unlock()
+	p.log.Infof("Recycling worker %d (pid %d): %s; starting its replacement first", w.ID, w.Pid, reason)
+	go func() {
+		p.replace(gen)
+		p.retire(w)
+	}()
+}
+
+// Reload starts a new generation of workers with fresh code. Once all of
+// them are ready, new requests go to them and the old generation finishes
+// what it was sent, then exits. If the new code fails to load, the old
+// generation keeps serving and the error is returned.
+func (p *Pool) Reload() error {
+	p.reloadMu.Lock()
+	defer p.reloadMu.Unlock()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrClosed
+	}
+	n := p.size
+	p.mu.Unlock()
+	p.log.Infof("Reloading: starting %d new worker%s", n, plural(n))
+	if r, ok := p.spawn.(reloader); ok {
+		if err := r.reload(); err != nil {
+			p.log.Errorf("Reload failed, still serving with the current workers: %v", err)
+			return err
+		}
+	}
+	workers, err := p.bootGeneration(n)
+	if err != nil {
+		p.log.Errorf("Reload failed, still serving with the current workers:\n%v", err)
+		return err
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		for _, w := range workers {
+			go w.run(p)
+			w.stop(p.cfg.StopTimeout)
+		}
+		return ErrClosed
+	}
+	p.gen++
+	gen := p.gen
+	var old []*Worker
+	for _, w := range p.workers {
+		old = append(old, w)
+	}
+	p.mu.Unlock()
+	for _, w := range workers {
+		p.adopt(w, gen)
+	}
+	for _, w := range old {
+		p.retire(w)
+	}
+	p.log.Infof("Reloaded: %d new worker%s serving; %d old one%s finishing", n, plural(n), len(old), plural(len(old)))
+	return nil
+}
+
+// Scale changes the number of workers by delta (SIGTTIN/SIGTTOU), never
+// below one.
+func (p *Pool) Scale(delta int) {
+	p.mu.Lock()
+	if p.closed || p.size+delta < 1 {
+		p.mu.Unlock()
+		return
+	}
+	p.size += delta
+	size, gen := p.size, p.gen
+	var victim *Worker
+	if delta < 0 {
+		// Prefer an idle worker; else any, which retires when idle.
+		if n := len(p.idle); n > 0 {
+			victim = p.idle[0]
+		} else {
+			for _, w := range p.workers {
+				if !w.retiring && w.gen == gen {
+					victim = w
+					break
+				}
+			}
+		}
+	}
+	p.mu.Unlock()
+	p.log.Infof("Scaling to %d worker%s", size, plural(size))
+	if victim != nil {
+		p.retire(victim)
+	}
+	for range delta {
+		go p.replace(gen)
+	}
+}
+
+// monitor enforces request timeouts, heartbeats and memory limits.
+func (p *Pool) monitor() {
+	tick := time.Second
+	if p.cfg.Timeout > 0 {
+		tick = min(tick, max(p.cfg.Timeout/10, 10*time.Millisecond))
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	lastRSS := time.Now()
+	for {
+		select {
+		case <-p.stopped:
+			return
+		case now := <-t.C:
+			checkRSS := p.cfg.MaxRSS > 0 && now.Sub(lastRSS) >= time.Second
+			if checkRSS {
+				lastRSS = now
+			}
+			p.mu.Lock()
+			workers := make([]*Worker, 0, len(p.workers))
+			for _, w := range p.workers {
+				workers = append(workers, w)
+			}
+			p.mu.Unlock()
+			for _, w := range workers {
+				p.check(w, now, checkRSS)
+			}
+		}
+	}
+}
+
+// check looks at one worker: a request past the timeout, a heartbeat not
+// answered, a request or memory limit reached.
+func (p *Pool) check(w *Worker, now time.Time, checkRSS bool) {
+	w.mu.Lock()
+	busy := len(w.inflight) > 0
+	var running *Job
+	if busy {
+		running = w.inflight[0]
+	}
+	elapsed := now.Sub(w.current)
+	idleFor := now.Sub(w.lastSeen)
+	pingAge := time.Duration(0)
+	if !w.pingSent.IsZero() {
+		pingAge = now.Sub(w.pingSent)
+	}
+	killed := w.killErr != nil || w.dead
+	served, limit := w.served, w.limit
+	w.mu.Unlock()
+	if killed {
+		return
+	}
+	switch {
+	case busy && p.cfg.Timeout > 0 && elapsed > p.cfg.Timeout:
+		w.mu.Lock()
+		w.killErr = ErrTimeout // claim it before the slow dump, so it happens once
+		w.mu.Unlock()
+		go func() {
+			stack := w.dumpStack()
+			p.log.Criticalf("WORKER TIMEOUT: worker %d (pid %d) ran %s for %.1fs (limit %v); killing it. Python stack:\n%s",
+				w.ID, w.Pid, running, elapsed.Seconds(), p.cfg.Timeout, stack)
+			w.kill()
+		}()
+	case !busy && pingAge > p.cfg.HeartbeatTimeout:
+		w.mu.Lock()
+		w.killErr = ErrWorkerDied
+		w.mu.Unlock()
+		go func() {
+			stack := w.dumpStack()
+			p.log.Criticalf("WORKER UNRESPONSIVE: worker %d (pid %d) has not answered a heartbeat for %.1fs while idle; killing it. Python stack:\n%s",
+				w.ID, w.Pid, pingAge.Seconds(), stack)
+			w.kill()
+		}()
+	case !busy && pingAge == 0 && idleFor > p.cfg.HeartbeatInterval:
+		w.ping(now)
+	case !busy && limit > 0 && served >= limit:
+		p.renew(w, fmt.Sprintf("served %d requests (--max-requests)", served))
+	case !busy && checkRSS:
+		if rss, err := w.rssBytes(); err == nil && rss > p.cfg.MaxRSS {
+			p.renew(w, fmt.Sprintf("resident memory %d MB is above --max-rss %d MB", rss>>20, p.cfg.MaxRSS>>20))
+		}
+	}
+}
+
 // Stats is a snapshot of the pool.
 type Stats struct {
-	Workers int    // live workers
+	Workers int    // live workers, all generations
 	Idle    int    // workers waiting for work
 	Queued  int    // requests waiting for a worker
 	Pids    []int  // pids of live workers
+	Size    int    // workers wanted
+	Gen     uint64 // current generation
 	Batches uint64 // writes of requests to workers so far
 	Sent    uint64 // requests written to workers so far
 }
@@ -252,7 +571,8 @@ type Stats struct {
 func (p *Pool) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := Stats{Workers: len(p.workers), Idle: len(p.idle), Queued: len(p.queue), Batches: p.batches.Load(), Sent: p.sent.Load()}
+	s := Stats{Workers: len(p.workers), Idle: len(p.idle), Queued: len(p.queue), Size: p.size, Gen: p.gen,
+		Batches: p.batches.Load(), Sent: p.sent.Load()}
 	for _, w := range p.workers {
 		s.Pids = append(s.Pids, w.Pid)
 	}
@@ -295,10 +615,20 @@ func (p *Pool) Close(ctx context.Context) error {
 	}
 	wg.Wait()
 	p.running.Wait()
+	p.spawn.close()
 	if n := len(workers); n > 0 {
 		p.log.Infof("Stopped %d worker%s", n, plural(n))
 	}
 	return nil
+}
+
+// Kill ends every worker at once (fast shutdown).
+func (p *Pool) Kill() {
+	p.mu.Lock()
+	for _, w := range p.workers {
+		w.kill()
+	}
+	p.mu.Unlock()
 }
 
 func plural(n int) string {
@@ -314,7 +644,8 @@ func IsBootError(err error) bool {
 	return errors.As(err, &b)
 }
 
-// String describes the pool for logs.
-func (p *Pool) String() string {
-	return fmt.Sprintf("pool of %d %s workers for %s", p.cfg.Workers, p.cfg.Spec.Python, p.cfg.Spec.App)
+// reloader is a spawner that must refresh itself before a reload (the fork
+// server re-imports the app).
+type reloader interface {
+	reload() error
 }

@@ -91,7 +91,7 @@ func job(path, query, body string) *Job {
 	e.Add("REQUEST_METHOD", "GET")
 	e.Add("PATH_INFO", path)
 	e.Add("QUERY_STRING", query)
-	return NewJob(e.Bytes(), []byte(body), false)
+	return NewJob("GET", path+"?"+query, e.Bytes(), []byte(body), false)
 }
 
 // collect reads a job's events to the end and returns the body and error.

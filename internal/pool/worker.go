@@ -9,46 +9,26 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"taipan/internal/logging"
 	"taipan/internal/wire"
 )
 
-// Spec says how to start a worker process.
-type Spec struct {
-	Python     string   // interpreter path
-	Script     string   // path of taipan_worker.py
-	App        string   // MODULE[:CALLABLE]
-	Dir        string   // working directory ("" = taipan's)
-	Env        []string // full environment
-	PythonPath []string // extra sys.path entries
-}
-
-// BootError is returned when a worker could not load the app. Text holds
-// the worker's explanation, with the Python traceback.
-type BootError struct {
-	Text string
-}
-
-func (e *BootError) Error() string { return e.Text }
-
 // Worker is one Python worker process and the socket to it. Its reader
 // goroutine delivers response frames to jobs; its writer goroutine sends
-// batches and cancels, so neither direction can stall the other.
+// batches and control frames, so neither direction can stall the other.
 type Worker struct {
 	ID      int
 	Pid     int
 	Python  string // interpreter version the worker reported
 	started time.Time
 
-	cmd    *exec.Cmd
+	proc   process
 	conn   *net.UnixConn
 	reader *wire.Reader
 	log    *logging.Logger
@@ -56,94 +36,41 @@ type Worker struct {
 	done   chan struct{} // closed when the worker has exited and been reaped
 	relay  sync.WaitGroup
 
+	tbMu sync.Mutex
+	tb   []byte // what faulthandler wrote since the last dump request
+
 	mu       sync.Mutex
-	inflight map[uint32]*Job
+	gen      uint64 // generation, advanced by each reload
+	inflight []*Job // jobs sent and not finished, in the order the worker runs them
+	current  time.Time
 	dead     bool
+	killErr  error     // why taipan killed it, given to the job it was running
+	served   int       // requests finished
+	limit    int       // recycle after this many requests (0 = never)
+	lastSeen time.Time // when it last finished a batch or answered a heartbeat
+	pingSent time.Time // zero when no heartbeat is outstanding
+	retiring bool      // stop it as soon as it is idle
+	renewing bool      // a replacement is being started for it
 }
 
-// startWorker starts a worker and waits, up to timeout, for it to load the
-// app and report READY.
-func startWorker(spec *Spec, id int, timeout time.Duration, log *logging.Logger) (*Worker, error) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("socketpair: %w", err)
-	}
-	parent := os.NewFile(uintptr(fds[0]), "taipan-worker")
-	child := os.NewFile(uintptr(fds[1]), "taipan-worker-child")
-	fc, err := net.FileConn(parent)
-	parent.Close()
-	if err != nil {
-		child.Close()
-		return nil, fmt.Errorf("socketpair: %w", err)
-	}
-	conn := fc.(*net.UnixConn)
-
-	args := []string{"-u", spec.Script, "--fd", "3", "--app", spec.App,
-		"--protocol", strconv.Itoa(wire.Version)}
-	for _, p := range spec.PythonPath {
-		args = append(args, "--pythonpath", p)
-	}
-	cmd := exec.Command(spec.Python, args...)
-	cmd.Dir = spec.Dir
-	cmd.Env = spec.Env
-	cmd.ExtraFiles = []*os.File{child}
-	// Own process group: a Ctrl-C in the terminal reaches taipan, which then
-	// shuts the workers down in order, instead of interrupting requests.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		conn.Close()
-		child.Close()
-		return nil, fmt.Errorf("pipe: %w", err)
-	}
-	cmd.Stdout, cmd.Stderr = outW, outW
-	err = cmd.Start()
-	// The child has its own copies now; keeping ours open would hide the
-	// end of file that tells us the worker died.
-	child.Close()
-	outW.Close()
-	if err != nil {
-		conn.Close()
-		outR.Close()
-		return nil, fmt.Errorf("start %s: %w", spec.Python, err)
-	}
-
+// newWorker wraps a started process.
+func newWorker(id int, proc process, pipes *workerPipes, log *logging.Logger) *Worker {
 	w := &Worker{
 		ID:       id,
-		Pid:      cmd.Process.Pid,
+		Pid:      proc.Pid(),
 		started:  time.Now(),
-		cmd:      cmd,
-		conn:     conn,
-		reader:   wire.NewReader(conn),
+		proc:     proc,
+		conn:     pipes.conn,
+		reader:   wire.NewReader(pipes.conn),
 		log:      log,
 		writes:   make(chan []byte, 4),
 		done:     make(chan struct{}),
-		inflight: make(map[uint32]*Job),
+		lastSeen: time.Now(),
 	}
-	w.relay.Add(1)
-	go w.relayOutput(outR)
-
-	if err := w.awaitReady(timeout); err != nil {
-		w.conn.Close()
-		var boot *BootError
-		if !errors.As(err, &boot) {
-			// A worker that explains itself exits on its own; any other
-			// failure leaves a process that may still be running.
-			w.kill()
-		}
-		waitErr := w.cmd.Wait()
-		w.relay.Wait()
-		if errors.Is(err, io.EOF) {
-			// It exited before saying anything: wrong interpreter, a
-			// syntax error in the worker, a signal. Its output is in the log.
-			if waitErr == nil {
-				return nil, fmt.Errorf("worker %d (pid %d) exited while starting, with status 0, before reporting ready: is %s a Python interpreter?", id, w.Pid, spec.Python)
-			}
-			return nil, fmt.Errorf("worker %d (pid %d) exited while starting: %v", id, w.Pid, waitErr)
-		}
-		return nil, err
-	}
-	return w, nil
+	w.relay.Add(2)
+	go w.relayOutput(pipes.output)
+	go w.collectTracebacks(pipes.tracebacks)
+	return w
 }
 
 // awaitReady reads the worker's first frame: READY or BOOT_ERROR.
@@ -204,20 +131,72 @@ func (w *Worker) relayOutput(r *os.File) {
 	}
 }
 
+// collectTracebacks keeps what the worker's faulthandler writes, for dumpStack.
+func (w *Worker) collectTracebacks(r *os.File) {
+	defer w.relay.Done()
+	defer r.Close()
+	buf := make([]byte, 16<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			w.tbMu.Lock()
+			if len(w.tb) < 1<<20 {
+				w.tb = append(w.tb, buf[:n]...)
+			}
+			w.tbMu.Unlock()
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// dumpStack asks the worker for the Python stack of all its threads
+// (faulthandler, on SIGUSR1: it works even while Python code holds the GIL
+// in a loop) and returns what it wrote, waiting until the output settles.
+func (w *Worker) dumpStack() string {
+	w.tbMu.Lock()
+	w.tb = w.tb[:0]
+	w.tbMu.Unlock()
+	if err := w.proc.Signal(syscall.SIGUSR1); err != nil {
+		return fmt.Sprintf("(no traceback: %v)", err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	last := -1
+	for time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		w.tbMu.Lock()
+		n := len(w.tb)
+		w.tbMu.Unlock()
+		if n > 0 && n == last {
+			break
+		}
+		last = n
+	}
+	w.tbMu.Lock()
+	defer w.tbMu.Unlock()
+	if len(w.tb) == 0 {
+		return "(the worker wrote no traceback)"
+	}
+	return strings.TrimRight(string(w.tb), "\n")
+}
+
 // run serves the worker until it exits: the writer goroutine plus the read
-// loop. It returns the reason the worker stopped.
-func (w *Worker) run(p *Pool) error {
+// loop. It returns the jobs the worker had been sent but not started (to be
+// run elsewhere) and the reason it stopped.
+func (w *Worker) run(p *Pool) (unstarted []*Job, err error) {
 	go w.writeLoop()
-	err := w.readLoop(p)
+	err = w.readLoop(p)
+	unstarted = w.failInflight()
 	w.conn.Close()
-	waitErr := w.cmd.Wait()
+	waitErr := w.proc.Wait()
 	w.relay.Wait()
 	w.reader.Close()
 	close(w.done)
 	if waitErr != nil {
-		return waitErr
+		return unstarted, waitErr
 	}
-	return err
+	return unstarted, err
 }
 
 func (w *Worker) writeLoop() {
@@ -240,20 +219,25 @@ func (w *Worker) readLoop(p *Pool) error {
 	for {
 		f, err := w.reader.Next()
 		if err != nil {
-			w.failInflight()
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
 			return err
 		}
-		if f.Kind == wire.KindLog {
+		switch f.Kind {
+		case wire.KindLog:
 			w.logFrame(f.Payload)
 			f.Release()
 			continue
+		case wire.KindPong:
+			w.mu.Lock()
+			w.pingSent = time.Time{}
+			w.lastSeen = time.Now()
+			w.mu.Unlock()
+			f.Release()
+			continue
 		}
-		w.mu.Lock()
-		j := w.inflight[f.Stream]
-		w.mu.Unlock()
+		j := w.job(f.Stream)
 		if j == nil {
 			if f.File != nil {
 				f.File.Close()
@@ -265,16 +249,42 @@ func (w *Worker) readLoop(p *Pool) error {
 		ev := Event{Kind: f.Kind, Flags: f.Flags, Payload: f.Payload, File: f.File, frame: f}
 		end := ev.End()
 		j.deliver(ev)
-		if end {
-			w.mu.Lock()
-			delete(w.inflight, f.Stream)
-			idle := len(w.inflight) == 0
-			w.mu.Unlock()
-			if idle {
-				p.workerIdle(w)
-			}
+		if end && w.finish(j) {
+			p.workerIdle(w)
 		}
 	}
+}
+
+// job finds the in-flight job of a stream.
+func (w *Worker) job(stream uint32) *Job {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, j := range w.inflight {
+		if j.stream == stream {
+			return j
+		}
+	}
+	return nil
+}
+
+// finish records that j is done; it reports whether the worker is now idle.
+func (w *Worker) finish(j *Job) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i, x := range w.inflight {
+		if x == j {
+			w.inflight = append(w.inflight[:i], w.inflight[i+1:]...)
+			break
+		}
+	}
+	w.served++
+	now := time.Now()
+	w.current = now // the next job of the batch starts running now
+	if len(w.inflight) == 0 {
+		w.lastSeen = now
+		return true
+	}
+	return false
 }
 
 func (w *Worker) logFrame(p []byte) {
@@ -297,16 +307,28 @@ func (w *Worker) logFrame(p []byte) {
 	w.log.Logf(level, "[worker %d pid %d] %s", w.ID, w.Pid, p[1:])
 }
 
-// failInflight ends every job the worker still owed a response.
-func (w *Worker) failInflight() {
+// failInflight ends the job the worker was running (it may have had side
+// effects, so it is not retried) and returns the jobs after it, which the
+// worker never started, so they can run elsewhere.
+func (w *Worker) failInflight() []*Job {
 	w.mu.Lock()
 	w.dead = true
 	jobs := w.inflight
 	w.inflight = nil
+	reason := w.killErr
 	w.mu.Unlock()
-	for _, j := range jobs {
-		j.deliver(Event{Err: ErrWorkerDied})
+	if len(jobs) == 0 {
+		return nil
 	}
+	if reason == nil {
+		reason = ErrWorkerDied
+	}
+	jobs[0].deliver(Event{Err: reason})
+	rest := jobs[1:]
+	for _, j := range rest {
+		j.assign(nil, 0)
+	}
+	return rest
 }
 
 // send writes a batch of jobs as one write. It reports false when the worker
@@ -322,10 +344,13 @@ func (w *Worker) send(jobs []*Job, nextStream func() uint32) bool {
 		w.mu.Unlock()
 		return false
 	}
+	if len(w.inflight) == 0 {
+		w.current = time.Now()
+	}
 	for _, j := range jobs {
 		stream := nextStream()
 		j.assign(w, stream)
-		w.inflight[stream] = j
+		w.inflight = append(w.inflight, j)
 		var flags uint8
 		if j.bodyFile {
 			flags = wire.FlagBodyFile
@@ -339,12 +364,17 @@ func (w *Worker) send(jobs []*Job, nextStream func() uint32) bool {
 
 // cancel tells the worker to stop producing the response of a stream.
 func (w *Worker) cancel(stream uint32) {
-	w.mu.Lock()
-	_, live := w.inflight[stream]
-	w.mu.Unlock()
-	if live {
+	if w.job(stream) != nil {
 		w.write(wire.AppendHeader(nil, wire.Header{Kind: wire.KindCancel, Stream: stream}))
 	}
+}
+
+// ping sends a heartbeat; the worker answers PONG when it is idle.
+func (w *Worker) ping(now time.Time) {
+	w.mu.Lock()
+	w.pingSent = now
+	w.mu.Unlock()
+	w.write(wire.AppendHeader(nil, wire.Header{Kind: wire.KindPing}))
 }
 
 func (w *Worker) write(b []byte) {
@@ -366,18 +396,36 @@ func (w *Worker) stop(grace time.Duration) {
 	}
 }
 
-// kill ends the process at once.
-func (w *Worker) kill() {
-	if w.cmd.Process != nil {
-		w.cmd.Process.Kill()
+// killFor ends the process at once; the job it was running gets reason.
+func (w *Worker) killFor(reason error) {
+	w.mu.Lock()
+	if w.killErr == nil {
+		w.killErr = reason
 	}
+	w.mu.Unlock()
+	w.kill()
 }
 
-// InflightCount reports how many requests the worker is handling.
-func (w *Worker) InflightCount() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.inflight)
+// kill ends the process at once.
+func (w *Worker) kill() {
+	w.proc.Signal(syscall.SIGKILL)
+}
+
+// rssBytes reads the worker's resident set size from /proc.
+func (w *Worker) rssBytes() (int64, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(w.Pid) + "/statm")
+	if err != nil {
+		return 0, err
+	}
+	fields := strings.Fields(string(data))
+	if len(fields) < 2 {
+		return 0, errors.New("short /proc statm")
+	}
+	pages, err := strconv.ParseInt(fields[1], 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	return pages * int64(os.Getpagesize()), nil
 }
 
 // fileRange decodes a FILE frame's payload.

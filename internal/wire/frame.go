@@ -31,6 +31,7 @@ type Kind uint8
 const (
 	KindRequest Kind = 0x01
 	KindCancel  Kind = 0x02
+	KindPing    Kind = 0x03
 )
 
 // Message kinds, worker to Go.
@@ -42,6 +43,7 @@ const (
 	KindFile      Kind = 0x14
 	KindAbort     Kind = 0x15
 	KindLog       Kind = 0x16
+	KindPong      Kind = 0x17
 )
 
 func (k Kind) String() string {
@@ -50,6 +52,10 @@ func (k Kind) String() string {
 		return "REQUEST"
 	case KindCancel:
 		return "CANCEL"
+	case KindPing:
+		return "PING"
+	case KindPong:
+		return "PONG"
 	case KindReady:
 		return "READY"
 	case KindBootError:
