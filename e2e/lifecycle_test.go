@@ -196,9 +196,39 @@ func TestShutdownSIGTERM(t *testing.T) {
 	testGracefulSignal(t, syscall.SIGTERM, "term")
 }
 
-func TestShutdownSIGINT(t *testing.T) {
-	t.Parallel()
-	testGracefulSignal(t, syscall.SIGINT, "int")
+// TestShutdownFast: SIGINT and SIGQUIT stop at once (gunicorn's quick
+// shutdown): a long request in flight does not hold taipan, which exits 0,
+// and no worker is left behind.
+func TestShutdownFast(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGQUIT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			t.Parallel()
+			s := startTestApp(t, "-w", "2")
+			httpGet(t, s, "/pid")
+			workers := s.WorkerPids()
+			go func() {
+				resp, err := timeoutClient(testTimeout).Get(s.URL + "/sleep?ms=8000")
+				if err == nil {
+					resp.Body.Close()
+				}
+			}()
+			time.Sleep(300 * time.Millisecond)
+			start := time.Now()
+			s.Signal(sig)
+			code := s.Wait(5 * time.Second)
+			if code != 0 {
+				t.Fatalf("exit code %d after %v, want a quick exit 0\n%s", code, time.Since(start), s.Stderr())
+			}
+			if d := time.Since(start); d > 3*time.Second {
+				t.Errorf("fast stop took %v", d)
+			}
+			for _, p := range workers {
+				if !pollUntil(2*time.Second, func() bool { return !pidAlive(p) }) {
+					t.Errorf("worker %d survived", p)
+				}
+			}
+		})
+	}
 }
 
 // TestShutdownDrainsQueue: requests still queued in Go behind a busy worker

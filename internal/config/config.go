@@ -37,6 +37,16 @@ type Config struct {
 	GracefulTimeout time.Duration
 	BootTimeout     time.Duration
 
+	// The process manager.
+	Timeout           time.Duration // per request; 0 = none
+	MaxRequests       int
+	MaxRequestsJitter int
+	MaxRSS            int64 // bytes; 0 = no limit
+	Preload           bool
+	PostFork          string // MODULE:CALLABLE
+	Reload            bool   // restart workers when .py files change
+	PidFile           string
+
 	LimitRequestLine      int
 	LimitRequestFields    int
 	LimitRequestFieldSize int
@@ -79,6 +89,7 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 		LogLevel:              logging.Info,
 		ErrorLogFile:          "-",
 		GracefulTimeout:       30 * time.Second,
+		Timeout:               30 * time.Second,
 		BootTimeout:           60 * time.Second,
 		LimitRequestLine:      4094,
 		LimitRequestFields:    100,
@@ -96,6 +107,8 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 		help, version             bool
 		graceful, boot, keepAlive = seconds(c.GracefulTimeout), seconds(c.BootTimeout), seconds(c.KeepAlive)
 		headerTimeout             = seconds(c.HeaderTimeout)
+		timeout                   = seconds(c.Timeout)
+		maxRSSMB                  int64
 		bodyLimit, bodyMemory     = size(c.LimitRequestBody), size(c.BodyMemoryLimit)
 	)
 	logLevel = "info"
@@ -115,6 +128,14 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 	fs.StringVar(&c.ErrorLogFile, "log-file", c.ErrorLogFile, "")
 	fs.Var(&graceful, "graceful-timeout", "")
 	fs.Var(&boot, "boot-timeout", "")
+	both("t", "timeout", func(n string) { fs.Var(&timeout, n, "") })
+	fs.IntVar(&c.MaxRequests, "max-requests", 0, "")
+	fs.IntVar(&c.MaxRequestsJitter, "max-requests-jitter", 0, "")
+	fs.Int64Var(&maxRSSMB, "max-rss", 0, "")
+	fs.BoolVar(&c.Preload, "preload", false, "")
+	fs.StringVar(&c.PostFork, "post-fork", "", "")
+	fs.BoolVar(&c.Reload, "reload", false, "")
+	fs.StringVar(&c.PidFile, "pid", "", "")
 	fs.Var(&keepAlive, "keep-alive", "")
 	fs.Var(&headerTimeout, "header-timeout", "")
 	fs.IntVar(&c.LimitRequestLine, "limit-request-line", c.LimitRequestLine, "")
@@ -202,6 +223,21 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 		c.ErrorLogFile = "-"
 	}
 	c.GracefulTimeout, c.BootTimeout = time.Duration(graceful), time.Duration(boot)
+	c.Timeout = time.Duration(timeout)
+	if c.MaxRequests < 0 || c.MaxRequestsJitter < 0 || maxRSSMB < 0 {
+		return nil, Serve, usagef("--max-requests, --max-requests-jitter and --max-rss must not be negative")
+	}
+	c.MaxRSS = maxRSSMB << 20
+	if c.PostFork != "" {
+		if mod, fn, ok := strings.Cut(c.PostFork, ":"); !ok || !isIdentifier(fn) || checkAppSpec(mod) != nil {
+			return nil, Serve, usagef("--post-fork wants MODULE:CALLABLE, got %q", c.PostFork)
+		}
+	}
+	if c.PidFile != "" {
+		if c.PidFile, err = filepath.Abs(c.PidFile); err != nil {
+			return nil, Serve, usagef("--pid: %v", err)
+		}
+	}
 	c.KeepAlive, c.HeaderTimeout = time.Duration(keepAlive), time.Duration(headerTimeout)
 	c.LimitRequestBody, c.BodyMemoryLimit = int64(bodyLimit), int64(bodyMemory)
 	if c.LimitRequestLine <= 0 || c.LimitRequestFields <= 0 || c.LimitRequestFieldSize <= 0 {
@@ -375,6 +411,17 @@ Server:
       --graceful-timeout S   on SIGTERM/SIGINT, seconds to finish in-flight and
                              queued requests before stopping (default 30)
       --boot-timeout S       seconds a worker has to load the app (default 60)
+  -t, --timeout S            seconds one request may run; past it the worker's
+                             Python stack is logged, the worker is replaced and
+                             the request gets 504 (default 30, 0 = no limit)
+      --max-requests N       recycle a worker after N requests (default 0 = never)
+      --max-requests-jitter N  add a random 0..N to --max-requests per worker
+      --max-rss MB           recycle a worker whose resident memory passes MB
+                             (checked between requests; default 0 = never)
+      --preload              import the app once and fork the workers from it
+      --post-fork MOD:FN     call FN() in each worker after it starts or forks
+      --reload               restart the workers when a .py file changes (development)
+      --pid FILE             write taipan's pid to FILE
       --keep-alive S         idle seconds before a keep-alive connection is
                              closed (default 5)
       --header-timeout S     seconds a client has to send a request head (default 10)

@@ -622,6 +622,22 @@ func (p *Pool) Close(ctx context.Context) error {
 	return nil
 }
 
+// OwnsPid reports whether pid is a process the pool started and will reap
+// itself (so that an init-style reaper must leave it alone).
+func (p *Pool) OwnsPid(pid int) bool {
+	if o, ok := p.spawn.(interface{ ownsPid(int) bool }); ok && o.ownsPid(pid) {
+		return true
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, w := range p.workers {
+		if w.Pid == pid {
+			return true
+		}
+	}
+	return false
+}
+
 // Kill ends every worker at once (fast shutdown).
 func (p *Pool) Kill() {
 	p.mu.Lock()

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -58,11 +59,19 @@ type process interface {
 }
 
 // execProcess is a worker started by exec: taipan's own child.
-type execProcess struct{ cmd *exec.Cmd }
+type execProcess struct {
+	cmd   *exec.Cmd
+	owner *execSpawner
+}
 
 func (p execProcess) Pid() int                        { return p.cmd.Process.Pid }
 func (p execProcess) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
-func (p execProcess) Wait() error                     { return p.cmd.Wait() }
+
+func (p execProcess) Wait() error {
+	err := p.cmd.Wait()
+	p.owner.live.Delete(p.cmd.Process.Pid)
+	return err
+}
 
 // spawner starts workers. The default starts each with exec; --preload
 // forks them from a process that has already imported the app.
@@ -78,9 +87,17 @@ type execSpawner struct {
 	spec    *Spec
 	timeout time.Duration
 	log     *logging.Logger
+	live    sync.Map // pids started and not yet waited for
 }
 
 func (s *execSpawner) close() {}
+
+// ownsPid reports whether pid is a worker this spawner started and has not
+// yet reaped.
+func (s *execSpawner) ownsPid(pid int) bool {
+	_, ok := s.live.Load(pid)
+	return ok
+}
 
 // workerPipes are the parent's ends of what a worker is started with.
 type workerPipes struct {
@@ -161,7 +178,8 @@ func (s *execSpawner) spawn(id int) (*Worker, error) {
 		pipes.closeAll()
 		return nil, fmt.Errorf("start %s: %w", s.spec.Python, err)
 	}
-	w := newWorker(id, execProcess{cmd}, pipes, s.log)
+	s.live.Store(cmd.Process.Pid, true)
+	w := newWorker(id, execProcess{cmd, s}, pipes, s.log)
 	if err := w.awaitReady(s.timeout); err != nil {
 		return nil, w.abortBoot(err, s.spec.Python)
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -75,9 +76,15 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 			Dir:        cfg.Chdir,
 			Env:        append(os.Environ(), cfg.Env...),
 			PythonPath: cfg.PythonPath,
+			PostFork:   cfg.PostFork,
 		},
-		Workers:     cfg.Workers,
-		BootTimeout: cfg.BootTimeout,
+		Workers:           cfg.Workers,
+		BootTimeout:       cfg.BootTimeout,
+		Timeout:           cfg.Timeout,
+		MaxRequests:       cfg.MaxRequests,
+		MaxRequestsJitter: cfg.MaxRequestsJitter,
+		MaxRSS:            cfg.MaxRSS,
+		Preload:           cfg.Preload,
 	}, log)
 
 	ecfg := edge.Config{
@@ -119,9 +126,22 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 
 	// Signals are caught from here on, so a Ctrl-C while workers boot
 	// still stops them cleanly.
-	signals := make(chan os.Signal, 2)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	signals := make(chan os.Signal, 8)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU)
 	defer signal.Stop(signals)
+	if os.Getpid() == 1 {
+		// As a container's init, orphaned processes are reparented to us
+		// and must be reaped, or they stay zombies.
+		stopReaper := startReaper(p.OwnsPid, log)
+		defer stopReaper()
+	}
+	if cfg.PidFile != "" {
+		if err := os.WriteFile(cfg.PidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			closeListeners()
+			return &ExitError{Code: 1, Msg: fmt.Sprintf("--pid: %v", err)}
+		}
+		defer os.Remove(cfg.PidFile)
+	}
 
 	log.Infof("Starting taipan %s", Version)
 	if err := p.Start(); err != nil {
@@ -151,17 +171,76 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 	}
 	log.Infof("Using %d worker%s (%s) for %s", cfg.Workers, plural(cfg.Workers), cfg.Python, app)
 
-	sig := <-signals
-	log.Infof("Handling signal: %s; finishing in-flight and queued requests (up to %v)", signalName(sig), cfg.GracefulTimeout)
+	reloads := make(chan string, 1)
+	if cfg.Reload {
+		dirs := append([]string{cfg.Chdir}, cfg.PythonPath...)
+		if dirs[0] == "" {
+			dirs[0] = "."
+		}
+		stopWatch, err := watchSources(dirs, reloads, log)
+		if err != nil {
+			log.Errorf("--reload: %v", err)
+		} else {
+			defer stopWatch()
+		}
+	}
+
+	fast := false
+	for stop := false; !stop; {
+		select {
+		case why := <-reloads:
+			log.Infof("%s changed; reloading", why)
+			go p.Reload()
+		case sig := <-signals:
+			switch sig {
+			case syscall.SIGHUP:
+				log.Infof("Handling signal: hup")
+				go p.Reload()
+			case syscall.SIGTTIN:
+				log.Infof("Handling signal: ttin")
+				p.Scale(1)
+			case syscall.SIGTTOU:
+				log.Infof("Handling signal: ttou")
+				p.Scale(-1)
+			case syscall.SIGINT, syscall.SIGQUIT:
+				fast, stop = true, true
+			default:
+				stop = true
+			}
+			if stop {
+				log.Infof("Handling signal: %s", signalName(sig))
+			}
+		}
+	}
+
+	if fast {
+		// Quick shutdown: close everything now; in-flight requests are cut.
+		log.Infof("Stopping now")
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		p.Kill()
+		srv.Shutdown(ctx)
+		serving.Wait()
+		p.Close(ctx)
+		log.Infof("Shutting down: Master")
+		return nil
+	}
+	log.Infof("Finishing in-flight and queued requests (up to %v)", cfg.GracefulTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.GracefulTimeout)
 	defer cancel()
 	go func() {
-		// A second signal means: stop now.
-		select {
-		case s := <-signals:
-			log.Warnf("Handling signal: %s again; stopping now", signalName(s))
-			cancel()
-		case <-ctx.Done():
+		// Another stop signal means: stop now.
+		for {
+			select {
+			case s := <-signals:
+				if s == syscall.SIGTERM || s == syscall.SIGINT || s == syscall.SIGQUIT {
+					log.Warnf("Handling signal: %s; stopping now", signalName(s))
+					cancel()
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
 		}
 	}()
 	if err := srv.Shutdown(ctx); err != nil {
@@ -199,6 +278,8 @@ func signalName(s os.Signal) string {
 		return "term"
 	case syscall.SIGINT:
 		return "int"
+	case syscall.SIGQUIT:
+		return "quit"
 	}
 	return s.String()
 }
