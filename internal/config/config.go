@@ -45,6 +45,8 @@ type Config struct {
 	Preload           bool
 	PostFork          string // MODULE:CALLABLE
 	Reload            bool   // restart workers when .py files change
+	WorkersMin        int    // autoscaling bounds; WorkersMax 0 = off
+	WorkersMax        int
 	PidFile           string
 
 	LimitRequestLine      int
@@ -133,6 +135,8 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 	fs.IntVar(&c.MaxRequestsJitter, "max-requests-jitter", 0, "")
 	fs.Int64Var(&maxRSSMB, "max-rss", 0, "")
 	fs.BoolVar(&c.Preload, "preload", false, "")
+	fs.IntVar(&c.WorkersMin, "workers-min", 0, "")
+	fs.IntVar(&c.WorkersMax, "workers-max", 0, "")
 	fs.StringVar(&c.PostFork, "post-fork", "", "")
 	fs.BoolVar(&c.Reload, "reload", false, "")
 	fs.StringVar(&c.PidFile, "pid", "", "")
@@ -228,6 +232,19 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 		return nil, Serve, usagef("--max-requests, --max-requests-jitter and --max-rss must not be negative")
 	}
 	c.MaxRSS = maxRSSMB << 20
+	if c.WorkersMin != 0 || c.WorkersMax != 0 {
+		explicit := false
+		fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "w" || f.Name == "workers" })
+		if c.WorkersMin < 1 || c.WorkersMax < c.WorkersMin {
+			return nil, Serve, usagef("--workers-min and --workers-max want 1 <= min <= max, got %d and %d", c.WorkersMin, c.WorkersMax)
+		}
+		if !explicit {
+			c.Workers = c.WorkersMin // autoscaling starts small
+		}
+		if c.Workers < c.WorkersMin || c.Workers > c.WorkersMax {
+			return nil, Serve, usagef("--workers %d is outside --workers-min %d .. --workers-max %d", c.Workers, c.WorkersMin, c.WorkersMax)
+		}
+	}
 	if c.PostFork != "" {
 		if mod, fn, ok := strings.Cut(c.PostFork, ":"); !ok || !isIdentifier(fn) || checkAppSpec(mod) != nil {
 			return nil, Serve, usagef("--post-fork wants MODULE:CALLABLE, got %q", c.PostFork)
@@ -418,6 +435,9 @@ Server:
       --max-requests-jitter N  add a random 0..N to --max-requests per worker
       --max-rss MB           recycle a worker whose resident memory passes MB
                              (checked between requests; default 0 = never)
+      --workers-min N, --workers-max N
+                             autoscale between N and M workers: add one while
+                             requests wait over 100 ms, retire one idle for 30 s
       --preload              import the app once and fork the workers from it
       --post-fork MOD:FN     call FN() in each worker after it starts or forks
       --reload               restart the workers when a .py file changes (development)

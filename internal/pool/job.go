@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"sync"
+	"time"
 
 	"taipan/internal/wire"
 )
@@ -55,6 +56,7 @@ type Job struct {
 	bodyFile bool
 
 	stream uint32
+	queued time.Time // when it was queued (only kept when autoscaling)
 	events chan Event
 	gone   chan struct{} // closed when the receiver stops listening
 

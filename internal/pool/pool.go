@@ -41,6 +41,15 @@ type Config struct {
 	// Preload imports the app once in a fork server and forks the workers
 	// from it.
 	Preload bool
+
+	// WorkersMin and WorkersMax, when WorkersMax > 0, let the pool grow
+	// while requests wait longer than ScaleUpWait (default 100 ms) in the
+	// queue, and shrink when a worker has been idle for ScaleDownIdle
+	// (default 30 s).
+	WorkersMin    int
+	WorkersMax    int
+	ScaleUpWait   time.Duration
+	ScaleDownIdle time.Duration
 }
 
 // Pool owns the workers. Requests wait in its queue, in Go, while every
@@ -91,6 +100,15 @@ func New(cfg Config, log *logging.Logger) *Pool {
 	}
 	if cfg.HeartbeatTimeout <= 0 {
 		cfg.HeartbeatTimeout = 30 * time.Second
+	}
+	if cfg.WorkersMax > 0 {
+		cfg.WorkersMin = max(cfg.WorkersMin, 1)
+		if cfg.ScaleUpWait <= 0 {
+			cfg.ScaleUpWait = 100 * time.Millisecond
+		}
+		if cfg.ScaleDownIdle <= 0 {
+			cfg.ScaleDownIdle = 30 * time.Second
+		}
 	}
 	p := &Pool{cfg: cfg, log: log, workers: make(map[int]*Worker), size: cfg.Workers, stopped: make(chan struct{})}
 	p.spawn = &execSpawner{spec: &p.cfg.Spec, timeout: cfg.BootTimeout, log: log}
@@ -250,6 +268,9 @@ func (p *Pool) replace(gen uint64) {
 
 // Submit queues a job; it is sent to the first idle worker.
 func (p *Pool) Submit(j *Job) error {
+	if p.cfg.WorkersMax > 0 {
+		j.queued = time.Now()
+	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -439,7 +460,12 @@ func (p *Pool) Reload() error {
 
 // Scale changes the number of workers by delta (SIGTTIN/SIGTTOU), never
 // below one.
-func (p *Pool) Scale(delta int) {
+func (p *Pool) Scale(delta int) { p.scale(delta, nil) }
+
+// scaleDown retires w and lowers the size by one.
+func (p *Pool) scaleDown(w *Worker) { p.scale(-1, w) }
+
+func (p *Pool) scale(delta int, chosen *Worker) {
 	p.mu.Lock()
 	if p.closed || p.size+delta < 1 {
 		p.mu.Unlock()
@@ -448,7 +474,9 @@ func (p *Pool) Scale(delta int) {
 	p.size += delta
 	size, gen := p.size, p.gen
 	var victim *Worker
-	if delta < 0 {
+	if delta < 0 && chosen != nil {
+		victim = chosen
+	} else if delta < 0 {
 		// Prefer an idle worker; else any, which retires when idle.
 		if n := len(p.idle); n > 0 {
 			victim = p.idle[0]
@@ -480,6 +508,7 @@ func (p *Pool) monitor() {
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	lastRSS := time.Now()
+	var lastScale time.Time
 	for {
 		select {
 		case <-p.stopped:
@@ -497,6 +526,9 @@ func (p *Pool) monitor() {
 			p.mu.Unlock()
 			for _, w := range workers {
 				p.check(w, now, checkRSS)
+			}
+			if p.cfg.WorkersMax > 0 && now.Sub(lastScale) >= time.Second && p.autoscale(now) {
+				lastScale = now
 			}
 		}
 	}
@@ -553,6 +585,48 @@ func (p *Pool) check(w *Worker, now time.Time, checkRSS bool) {
 			p.renew(w, fmt.Sprintf("resident memory %d MB is above --max-rss %d MB", rss>>20, p.cfg.MaxRSS>>20))
 		}
 	}
+}
+
+// autoscale adds a worker when requests wait too long, or retires one that
+// has been idle long, within WorkersMin..WorkersMax. It reports whether it
+// changed the size.
+func (p *Pool) autoscale(now time.Time) bool {
+	p.mu.Lock()
+	// How long has the oldest request that has not started been waiting?
+	// It is either first in the queue or, batched, behind the request a
+	// worker is running.
+	waited := time.Duration(0)
+	if len(p.queue) > 0 && !p.queue[0].queued.IsZero() {
+		waited = now.Sub(p.queue[0].queued)
+	}
+	for _, w := range p.workers {
+		w.mu.Lock()
+		if len(w.inflight) > 1 && !w.inflight[1].queued.IsZero() {
+			waited = max(waited, now.Sub(w.inflight[1].queued))
+		}
+		w.mu.Unlock()
+	}
+	size := p.size
+	var idleLong *Worker
+	for _, w := range p.idle {
+		w.mu.Lock()
+		if now.Sub(w.lastBusy) > p.cfg.ScaleDownIdle {
+			idleLong = w
+		}
+		w.mu.Unlock()
+	}
+	p.mu.Unlock()
+	switch {
+	case waited > p.cfg.ScaleUpWait && size < p.cfg.WorkersMax:
+		p.log.Infof("Requests wait %v for a worker: adding one", waited.Round(time.Millisecond))
+		p.Scale(1)
+		return true
+	case idleLong != nil && size > p.cfg.WorkersMin:
+		p.log.Infof("Worker %d idle for over %v: retiring it", idleLong.ID, p.cfg.ScaleDownIdle)
+		p.scaleDown(idleLong)
+		return true
+	}
+	return false
 }
 
 // Stats is a snapshot of the pool.

@@ -258,3 +258,42 @@ func TestCloseStopsWorkers(t *testing.T) {
 		t.Fatalf("Submit after Close = %v", err)
 	}
 }
+
+// With --workers-min/--workers-max the pool grows while requests wait and
+// shrinks again once workers sit idle.
+func TestAutoscale(t *testing.T) {
+	p, logs := newPool(t, 1, testApp)
+	p.cfg.WorkersMin, p.cfg.WorkersMax = 1, 2
+	p.cfg.ScaleUpWait, p.cfg.ScaleDownIdle = 50*time.Millisecond, 700*time.Millisecond
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(t.Context())
+	var jobs []*Job
+	for range 6 {
+		j := job("/sleep", "0.3", "")
+		jobs = append(jobs, j)
+		p.Submit(j)
+	}
+	grew := false
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && !grew; time.Sleep(20 * time.Millisecond) {
+		s := p.Stats()
+		grew = s.Size == 2 && s.Workers == 2
+	}
+	if !grew {
+		t.Fatalf("pool did not grow to 2 workers while requests waited: %+v\n%s", p.Stats(), logs)
+	}
+	for _, j := range jobs {
+		if _, err := collect(t, j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shrank := false
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && !shrank; time.Sleep(50 * time.Millisecond) {
+		s := p.Stats()
+		shrank = s.Size == 1 && s.Workers == 1
+	}
+	if !shrank {
+		t.Fatalf("pool did not shrink back to 1 idle worker: %+v\n%s", p.Stats(), logs)
+	}
+}

@@ -48,6 +48,7 @@ type Worker struct {
 	served   int       // requests finished
 	limit    int       // recycle after this many requests (0 = never)
 	lastSeen time.Time // when it last finished a batch or answered a heartbeat
+	lastBusy time.Time // when it last finished a batch
 	pingSent time.Time // zero when no heartbeat is outstanding
 	retiring bool      // stop it as soon as it is idle
 	renewing bool      // a replacement is being started for it
@@ -66,6 +67,7 @@ func newWorker(id int, proc process, pipes *workerPipes, log *logging.Logger) *W
 		writes:   make(chan []byte, 4),
 		done:     make(chan struct{}),
 		lastSeen: time.Now(),
+		lastBusy: time.Now(),
 	}
 	w.relay.Add(2)
 	go w.relayOutput(pipes.output)
@@ -281,7 +283,7 @@ func (w *Worker) finish(j *Job) bool {
 	now := time.Now()
 	w.current = now // the next job of the batch starts running now
 	if len(w.inflight) == 0 {
-		w.lastSeen = now
+		w.lastSeen, w.lastBusy = now, now
 		return true
 	}
 	return false

@@ -85,6 +85,8 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 		MaxRequestsJitter: cfg.MaxRequestsJitter,
 		MaxRSS:            cfg.MaxRSS,
 		Preload:           cfg.Preload,
+		WorkersMin:        cfg.WorkersMin,
+		WorkersMax:        cfg.WorkersMax,
 	}, log)
 
 	ecfg := edge.Config{
