@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import ast
 import faulthandler
+import fcntl
+import gc
 import importlib
 import io
 import json
@@ -24,7 +26,7 @@ import struct
 import sys
 import traceback
 from collections import deque
-from typing import Any, Callable, Deque, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Deque, Iterable, List, Optional, Sequence, Set, Tuple
 
 PROTOCOL = 1
 
@@ -429,6 +431,45 @@ def app_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
+def setup_path(args: argparse.Namespace) -> None:
+    """Running a script puts its own directory first on sys.path; the app's
+    imports must instead see the working directory, like `python -m`."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != here]
+    for path in reversed([os.getcwd()] + args.pythonpath):
+        sys.path.insert(0, path)
+    if args.app.startswith("taipan_demo"):
+        sys.path.append(here)
+
+
+def startup_error(protocol: int) -> Optional[str]:
+    """Why this interpreter cannot work for this taipan, or None."""
+    if sys.version_info < (3, 9):
+        return "taipan needs Python 3.9 or newer; %s is %s" % (sys.executable, sys.version.split()[0])
+    if protocol != PROTOCOL:
+        return "worker speaks protocol %d, taipan %d" % (PROTOCOL, protocol)
+    return None
+
+
+def serve_app(sock: socket.socket, app: WSGIApp) -> int:
+    """Reports READY and serves requests until Go closes the socket."""
+    # A worker serves batches; waking it must not preempt the Go edge, which
+    # would otherwise be interrupted mid-burst and hand over smaller batches.
+    # SCHED_BATCH (Linux) turns off wake-up preemption for this process only;
+    # on a loaded core it measured +14% requests per second.
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except (AttributeError, OSError):
+        pass
+    ready = {"protocol": PROTOCOL, "pid": os.getpid(), "python": "%d.%d.%d" % sys.version_info[:3], "interface": "wsgi"}
+    sock.sendall(frame(READY, 0, json.dumps(ready).encode()))
+    try:
+        Worker(sock, app).serve()
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="taipan worker (started by taipan, not by hand)")
     parser.add_argument("--fd", type=int, default=3)
@@ -437,24 +478,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--pythonpath", action="append", default=[])
     parser.add_argument("--traceback-fd", type=int, default=-1)
     parser.add_argument("--post-fork", default="")
+    parser.add_argument("--fork-server", action="store_true")
     args = parser.parse_args(argv)
 
+    if args.fork_server:
+        return fork_server(args)
+
     sock = socket.socket(fileno=args.fd)
-    if sys.version_info < (3, 9):
-        sock.sendall(frame(BOOT_ERROR, 0, ("taipan needs Python 3.9 or newer; %s is %s" % (sys.executable, sys.version.split()[0])).encode()))
-        return 1
-    if args.protocol != PROTOCOL:
-        sock.sendall(frame(BOOT_ERROR, 0, ("worker speaks protocol %d, taipan %d" % (PROTOCOL, args.protocol)).encode()))
+    problem = startup_error(args.protocol)
+    if problem is not None:
+        sock.sendall(frame(BOOT_ERROR, 0, problem.encode()))
         return 1
 
-    # Running a script puts its own directory first on sys.path; the app's
-    # imports must instead see the working directory, like `python -m`.
-    here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != here]
-    for path in reversed([os.getcwd()] + args.pythonpath):
-        sys.path.insert(0, path)
-    if args.app.startswith("taipan_demo"):
-        sys.path.append(here)
+    setup_path(args)
 
     if args.traceback_fd >= 0:
         # On SIGUSR1 (a request past --timeout, a missed heartbeat) Go gets
@@ -471,21 +507,260 @@ def main(argv: Optional[List[str]] = None) -> int:
         sock.sendall(frame(BOOT_ERROR, 0, text.encode("utf-8", "replace")))
         return 1
 
-    # A worker serves batches; waking it must not preempt the Go edge, which
-    # would otherwise be interrupted mid-burst and hand over smaller batches.
-    # SCHED_BATCH (Linux) turns off wake-up preemption for this process only;
-    # on a loaded core it measured +14% requests per second.
+    return serve_app(sock, app)
+
+
+# --- the fork server (--preload) ----------------------------------------------
+#
+# With --preload Go starts one process with --fork-server: it imports the app
+# once and forks every worker from itself, so the workers share the app's
+# memory copy-on-write. Go keeps supervising each worker as if it had started
+# it: it makes each worker's socketpair and pipes and passes the child ends
+# over the control socket (fd 3, AF_UNIX SOCK_SEQPACKET). Every message is one
+# JSON object; file descriptors travel as SCM_RIGHTS.
+#
+#   server -> Go  {"ready": 1, "pid": P, "python": "3.11.2"}   app imported
+#                 {"boot_error": TEXT}                          import failed
+#   Go -> server  {"spawn": ID} + fds [socket, traceback pipe, output pipe]
+#   server -> Go  {"spawned": ID, "pid": P} + [pidfd of P] when the kernel has them
+#                 {"spawn_error": ID, "error": TEXT}
+#                 {"exited": P, "status": WAIT_STATUS}          the worker was reaped
+#
+# Workers are the fork server's children, so it reaps them and reports each
+# exit; "spawned" always comes before the "exited" of the same pid. The
+# pidfd lets Go signal a worker without risk of hitting a reused pid. End of
+# file on the control socket tells the server to kill what is left and exit.
+# A forked worker dies with the fork server (PR_SET_PDEATHSIG).
+
+CONTROL_MAX = 64 * 1024  # the largest control message
+BOOT_ERROR_MAX = 24 * 1024  # characters; a SEQPACKET message must fit the socket buffer
+
+
+class ForkServer:
+    """Forks workers from a process that has already imported the app."""
+
+    def __init__(self, ctrl: socket.socket, app: WSGIApp, post_fork: str) -> None:
+        self.ctrl = ctrl
+        self.app = app
+        self.post_fork = post_fork
+        self.pid = os.getpid()
+        self.children: Set[int] = set()
+        self.pdeathsig = pdeathsig_setter()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+
+    def send(self, msg: dict, fds: Sequence[int] = ()) -> None:
+        data = json.dumps(msg).encode()
+        if fds:
+            socket.send_fds(self.ctrl, [data], list(fds))
+        else:
+            self.ctrl.send(data)
+
+    def run(self) -> int:
+        """Serves spawn requests until Go closes the control socket."""
+        # SIGCHLD only wakes the poll below; the children are reaped there.
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        signal.set_wakeup_fd(self.wake_w)
+        poller = select.poll()
+        poller.register(self.ctrl.fileno(), select.POLLIN)
+        poller.register(self.wake_r, select.POLLIN)
+        try:
+            while True:
+                self.reap()
+                for fd, _ in poller.poll():
+                    if fd == self.wake_r:
+                        try:
+                            while os.read(self.wake_r, 512):
+                                pass
+                        except BlockingIOError:
+                            pass
+                    elif not self.handle():
+                        return 0
+        except (BrokenPipeError, ConnectionResetError):
+            return 0
+        finally:
+            self.stop_children()
+
+    def handle(self) -> bool:
+        """Handles one message from Go; False at end of file."""
+        msg, fds, _, _ = socket.recv_fds(self.ctrl, CONTROL_MAX, 8, socket.MSG_CMSG_CLOEXEC)
+        if not msg:
+            for fd in fds:
+                os.close(fd)
+            return False
+        try:
+            request = json.loads(msg)
+            wid = int(request["spawn"])
+        except (ValueError, KeyError, TypeError):
+            for fd in fds:
+                os.close(fd)
+            print("taipan fork server: bad control message %r" % msg[:200], file=sys.stderr)
+            return True
+        if len(fds) != 3:
+            for fd in fds:
+                os.close(fd)
+            self.send({"spawn_error": wid, "error": "want 3 file descriptors, got %d" % len(fds)})
+            return True
+        self.spawn(wid, fds)
+        return True
+
+    def spawn(self, wid: int, fds: List[int]) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            self.send({"spawn_error": wid, "error": "fork: %s" % exc})
+            return
+        if pid == 0:
+            self.child(fds)  # never returns
+        for fd in fds:
+            os.close(fd)
+        self.children.add(pid)
+        # The child is not reaped before this message is sent, so the pidfd
+        # names it and no other process.
+        pidfd = -1
+        try:
+            pidfd = os.pidfd_open(pid)  # type: ignore[attr-defined]
+        except (AttributeError, OSError):
+            pass
+        try:
+            self.send({"spawned": wid, "pid": pid}, [pidfd] if pidfd >= 0 else [])
+        finally:
+            if pidfd >= 0:
+                os.close(pidfd)
+
+    def reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            self.send({"exited": pid, "status": status})
+
+    def stop_children(self) -> None:
+        """Kills and reaps the workers still running (Go is gone or closing)."""
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        for pid in list(self.children):
+            try:
+                _, status = os.waitpid(pid, 0)
+            except ChildProcessError:
+                continue
+            try:
+                self.send({"exited": pid, "status": status})
+            except OSError:
+                pass
+        self.children.clear()
+
+    def child(self, fds: List[int]) -> None:
+        """Runs in the forked worker: becomes an ordinary worker on fds 3 and 4."""
+        code = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            if self.pdeathsig is not None:
+                self.pdeathsig()
+                if os.getppid() != self.pid:  # the server died before prctl
+                    os._exit(1)
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+            os.close(self.ctrl.detach())
+            # Out of the way of the target numbers first, then into place.
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds]
+            for fd in fds:
+                os.close(fd)
+            sock_fd, tb_fd, out_fd = high
+            os.dup2(sock_fd, 3)
+            os.dup2(tb_fd, 4)
+            os.dup2(out_fd, 1)
+            os.dup2(out_fd, 2)
+            for fd in high:
+                os.close(fd)
+            faulthandler.register(signal.SIGUSR1, file=os.fdopen(4, "w"), all_threads=True)
+            sock = socket.socket(fileno=3)
+            if self.post_fork:
+                try:
+                    run_hook(self.post_fork)
+                except BaseException as exc:
+                    text = "Failed to run the post-fork hook %r:\n%s" % (self.post_fork, app_traceback(exc))
+                    sock.sendall(frame(BOOT_ERROR, 0, text.encode("utf-8", "replace")))
+                    return
+            code = serve_app(sock, self.app)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+
+
+def pdeathsig_setter() -> Optional[Callable[[], None]]:
+    """Returns a function that makes the calling process get SIGKILL when its
+    parent exits (Linux prctl PR_SET_PDEATHSIG), or None where that is not
+    available."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-    except (AttributeError, OSError):
-        pass
-    ready = {"protocol": PROTOCOL, "pid": os.getpid(), "python": "%d.%d.%d" % sys.version_info[:3], "interface": "wsgi"}
-    sock.sendall(frame(READY, 0, json.dumps(ready).encode()))
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (ImportError, OSError, AttributeError):
+        return None
+
+    def set_pdeathsig() -> None:
+        prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+
+    return set_pdeathsig
+
+
+def fork_server(args: argparse.Namespace) -> int:
+    """The --fork-server mode: import the app, then fork workers on request."""
+    ctrl = socket.socket(fileno=args.fd)
+
+    def fail(text: str) -> int:
+        if len(text) > BOOT_ERROR_MAX:
+            text = text[: BOOT_ERROR_MAX // 2] + "\n[...]\n" + text[-BOOT_ERROR_MAX // 2 :]
+        ctrl.send(json.dumps({"boot_error": text}).encode())
+        return 1
+
+    problem = startup_error(args.protocol)
+    if problem is not None:
+        return fail(problem)
+    # Keep fd 4 (a worker's traceback pipe) out of the app's hands, so that a
+    # file the app opens at import is still open in the forked workers.
     try:
-        Worker(sock, app).serve()
-    except (BrokenPipeError, ConnectionResetError):
-        pass
-    return 0
+        os.fstat(4)
+    except OSError:
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        if null != 4:
+            os.dup2(null, 4, inheritable=False)
+            os.close(null)
+    setup_path(args)
+    try:
+        app = load_app(args.app)
+    except BaseException as exc:
+        return fail("Failed to load the app %r:\n%s" % (args.app, app_traceback(exc)))
+    # Objects that exist now are shared with every worker; freezing them
+    # keeps the collector from writing to them (and copying their pages).
+    gc.collect()
+    gc.freeze()
+    server = ForkServer(ctrl, app, args.post_fork)
+    server.send({"ready": PROTOCOL, "pid": os.getpid(), "python": "%d.%d.%d" % sys.version_info[:3]})
+    return server.run()
 
 
 if __name__ == "__main__":
