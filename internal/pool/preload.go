@@ -191,7 +191,7 @@ func (s *forkSpawner) spawn(id int) (*Worker, error) {
 	if s.timeout > 0 {
 		deadline = time.Now().Add(s.timeout)
 	}
-	proc, err := srv.fork(id, pipes, deadline)
+	proc, err := srv.fork(id, pipes, deadline, s.timeout)
 	pipes.closeChildEnds()
 	if err != nil {
 		pipes.closeAll()
@@ -438,8 +438,9 @@ func (srv *forkServer) deathReason() string {
 }
 
 // fork asks the fork server for worker id, with the child ends of pipes,
-// and waits for its pid until deadline (zero: no limit).
-func (srv *forkServer) fork(id int, pipes *workerPipes, deadline time.Time) (*forkProcess, error) {
+// and waits for its pid until deadline (zero: no limit), which is timeout
+// from now.
+func (srv *forkServer) fork(id int, pipes *workerPipes, deadline time.Time, timeout time.Duration) (*forkProcess, error) {
 	ch := make(chan forkReply, 1)
 	srv.mu.Lock()
 	if srv.isDead() || srv.stopping {
@@ -476,17 +477,13 @@ func (srv *forkServer) fork(id int, pipes *workerPipes, deadline time.Time) (*fo
 		}
 	case <-timer:
 		if srv.dropWaiter(id) {
-			return nil, fmt.Errorf("the fork server (pid %d) did not fork worker %d within %v", srv.pid, id, time.Until(deadline).Round(time.Millisecond)+srvTimeoutSlack(deadline))
+			return nil, fmt.Errorf("the fork server (pid %d) did not fork worker %d within %v", srv.pid, id, timeout)
 		}
 	}
 	// The reply came as we gave up: it is in the channel.
 	r := <-ch
 	return r.proc, r.err
 }
-
-// srvTimeoutSlack is zero; kept so the message reports the configured
-// timeout rather than the time left (which is zero or negative).
-func srvTimeoutSlack(time.Time) time.Duration { return 0 }
 
 // dropWaiter withdraws a spawn request; false means its reply was already
 // delivered to the waiter's channel.

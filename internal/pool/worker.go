@@ -251,8 +251,12 @@ func (w *Worker) readLoop(p *Pool) error {
 		ev := Event{Kind: f.Kind, Flags: f.Flags, Payload: f.Payload, File: f.File, frame: f}
 		end := ev.End()
 		j.deliver(ev)
-		if end && w.finish(j) {
-			p.workerIdle(w)
+		if end {
+			if w.finish(j) {
+				p.workerIdle(w)
+			}
+		} else {
+			w.progress()
 		}
 	}
 }
@@ -267,6 +271,15 @@ func (w *Worker) job(stream uint32) *Job {
 		}
 	}
 	return nil
+}
+
+// progress records that the running job produced output: a response that
+// streams is not hung, so the timeout counts from its latest part (a long
+// download to a slow client is not killed, unlike gunicorn's sync worker).
+func (w *Worker) progress() {
+	w.mu.Lock()
+	w.current = time.Now()
+	w.mu.Unlock()
 }
 
 // finish records that j is done; it reports whether the worker is now idle.
