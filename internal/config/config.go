@@ -428,9 +428,10 @@ Server:
       --graceful-timeout S   on SIGTERM/SIGINT, seconds to finish in-flight and
                              queued requests before stopping (default 30)
       --boot-timeout S       seconds a worker has to load the app (default 60)
-  -t, --timeout S            seconds one request may run; past it the worker's
-                             Python stack is logged, the worker is replaced and
-                             the request gets 504 (default 30, 0 = no limit)
+  -t, --timeout S            seconds a request may run without sending output;
+                             past it the worker's Python stack is logged, the
+                             worker is replaced and the request gets 504
+                             (default 30, 0 = no limit)
       --max-requests N       recycle a worker after N requests (default 0 = never)
       --max-requests-jitter N  add a random 0..N to --max-requests per worker
       --max-rss MB           recycle a worker whose resident memory passes MB
