@@ -39,6 +39,8 @@ type Config struct {
 
 	// The process manager.
 	Timeout           time.Duration // per request; 0 = none
+	Heartbeat         time.Duration // ping idle workers this often
+	HeartbeatTimeout  time.Duration // replace one silent this long
 	MaxRequests       int
 	MaxRequestsJitter int
 	MaxRSS            int64 // bytes; 0 = no limit
@@ -92,6 +94,8 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 		ErrorLogFile:          "-",
 		GracefulTimeout:       30 * time.Second,
 		Timeout:               30 * time.Second,
+		Heartbeat:             5 * time.Second,
+		HeartbeatTimeout:      30 * time.Second,
 		BootTimeout:           60 * time.Second,
 		LimitRequestLine:      4094,
 		LimitRequestFields:    100,
@@ -110,6 +114,7 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 		graceful, boot, keepAlive = seconds(c.GracefulTimeout), seconds(c.BootTimeout), seconds(c.KeepAlive)
 		headerTimeout             = seconds(c.HeaderTimeout)
 		timeout                   = seconds(c.Timeout)
+		heartbeat, hbTimeout      = seconds(c.Heartbeat), seconds(c.HeartbeatTimeout)
 		maxRSSMB                  int64
 		bodyLimit, bodyMemory     = size(c.LimitRequestBody), size(c.BodyMemoryLimit)
 	)
@@ -131,6 +136,8 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 	fs.Var(&graceful, "graceful-timeout", "")
 	fs.Var(&boot, "boot-timeout", "")
 	both("t", "timeout", func(n string) { fs.Var(&timeout, n, "") })
+	fs.Var(&heartbeat, "heartbeat", "")
+	fs.Var(&hbTimeout, "heartbeat-timeout", "")
 	fs.IntVar(&c.MaxRequests, "max-requests", 0, "")
 	fs.IntVar(&c.MaxRequestsJitter, "max-requests-jitter", 0, "")
 	fs.Int64Var(&maxRSSMB, "max-rss", 0, "")
@@ -228,6 +235,10 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 	}
 	c.GracefulTimeout, c.BootTimeout = time.Duration(graceful), time.Duration(boot)
 	c.Timeout = time.Duration(timeout)
+	c.Heartbeat, c.HeartbeatTimeout = time.Duration(heartbeat), time.Duration(hbTimeout)
+	if c.Heartbeat <= 0 || c.HeartbeatTimeout <= 0 {
+		return nil, Serve, usagef("--heartbeat and --heartbeat-timeout must be positive")
+	}
 	if c.MaxRequests < 0 || c.MaxRequestsJitter < 0 || maxRSSMB < 0 {
 		return nil, Serve, usagef("--max-requests, --max-requests-jitter and --max-rss must not be negative")
 	}
@@ -432,6 +443,8 @@ Server:
                              past it the worker's Python stack is logged, the
                              worker is replaced and the request gets 504
                              (default 30, 0 = no limit)
+      --heartbeat S          ping idle workers every S seconds (default 5)
+      --heartbeat-timeout S  replace an idle worker silent for S seconds (default 30)
       --max-requests N       recycle a worker after N requests (default 0 = never)
       --max-requests-jitter N  add a random 0..N to --max-requests per worker
       --max-rss MB           recycle a worker whose resident memory passes MB

@@ -81,6 +81,8 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 		Workers:           cfg.Workers,
 		BootTimeout:       cfg.BootTimeout,
 		Timeout:           cfg.Timeout,
+		HeartbeatInterval: cfg.Heartbeat,
+		HeartbeatTimeout:  cfg.HeartbeatTimeout,
 		MaxRequests:       cfg.MaxRequests,
 		MaxRequestsJitter: cfg.MaxRequestsJitter,
 		MaxRSS:            cfg.MaxRSS,
