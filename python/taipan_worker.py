@@ -5,6 +5,9 @@ socketpair as file descriptor 3. Requests arrive as frames (docs/protocol.md),
 already complete, often several in one read; the worker answers them in order
 and sends all complete responses in one write. Standard library only, and
 compatible with CPython 3.9+.
+
+With --fork-server (taipan --preload) this module instead imports the app
+once and forks the workers from itself; see ForkServer.
 """
 
 from __future__ import annotations
@@ -677,7 +680,7 @@ class ForkServer:
             os.close(self.wake_w)
             os.close(self.ctrl.detach())
             # Out of the way of the target numbers first, then into place.
-            high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds]
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in fds]
             for fd in fds:
                 os.close(fd)
             sock_fd, tb_fd, out_fd = high

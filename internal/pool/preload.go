@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -138,8 +139,11 @@ func (s *forkSpawner) retired(srv *forkServer) {
 	}
 	delete(s.servers, srv)
 	s.mu.Unlock()
+	dead := srv.isDead()
 	srv.shutdown()
-	s.log.Infof("Old fork server (pid %d) stopped: its last worker has exited", srv.pid)
+	if !dead {
+		s.log.Infof("Old fork server (pid %d) stopped: its last worker has exited", srv.pid)
+	}
 }
 
 // reload starts a fork server that imports the app's code afresh; new
@@ -614,15 +618,15 @@ func (srv *forkServer) ended(err error) {
 	srv.procs = make(map[int]*forkProcess)
 	close(srv.dead)
 	srv.mu.Unlock()
-	if !stopping {
-		reason := "its control socket closed"
-		if err != nil {
-			reason = err.Error()
-		}
-		srv.log.Errorf("The fork server (pid %d) exited unexpectedly (%s); its %d worker%s will die with it", srv.pid, reason, len(procs), plural(len(procs)))
-	}
 	for _, p := range procs {
 		go p.orphaned()
+	}
+	if !stopping {
+		reason := srv.deathReason()
+		if err != nil && !errors.Is(err, io.EOF) {
+			reason = err.Error()
+		}
+		srv.log.Errorf("The fork server (pid %d) exited unexpectedly (%s); its %d worker%s die with it", srv.pid, reason, len(procs), plural(len(procs)))
 	}
 }
 
