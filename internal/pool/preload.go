@@ -397,7 +397,9 @@ func (srv *forkServer) waitExit() {
 	}
 }
 
-// relayLines copies a process's output, line by line, to the error log.
+// relayLines copies a process's output, line by line, to the error log, so
+// a print() or a warning is never lost or torn. A line longer than the
+// buffer passes through in pieces.
 func relayLines(r *os.File, log *logging.Logger) {
 	defer r.Close()
 	br := bufio.NewReaderSize(r, 64<<10)

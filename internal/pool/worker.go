@@ -1,7 +1,6 @@
 package pool
 
 import (
-	"bufio"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -108,29 +107,10 @@ func (w *Worker) awaitReady(timeout time.Duration) error {
 	return fmt.Errorf("worker %d: expected READY, got %v", w.ID, f.Kind)
 }
 
-// relayOutput copies the worker's stdout and stderr, line by line, to the
-// error log, so a print() or a warning is never lost or torn.
+// relayOutput copies the worker's stdout and stderr to the error log.
 func (w *Worker) relayOutput(r *os.File) {
 	defer w.relay.Done()
-	defer r.Close()
-	br := bufio.NewReaderSize(r, 64<<10)
-	for {
-		line, err := br.ReadSlice('\n')
-		if len(line) > 0 {
-			if line[len(line)-1] != '\n' && err == nil {
-				// A line longer than the buffer: pass it through in pieces.
-				w.log.Raw(line)
-				continue
-			}
-			if line[len(line)-1] != '\n' {
-				line = append(line, '\n')
-			}
-			w.log.Raw(line)
-		}
-		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
-			return
-		}
-	}
+	relayLines(r, w.log)
 }
 
 // collectTracebacks keeps what the worker's faulthandler writes, for dumpStack.
@@ -409,16 +389,6 @@ func (w *Worker) stop(grace time.Duration) {
 		w.kill()
 		<-w.done
 	}
-}
-
-// killFor ends the process at once; the job it was running gets reason.
-func (w *Worker) killFor(reason error) {
-	w.mu.Lock()
-	if w.killErr == nil {
-		w.killErr = reason
-	}
-	w.mu.Unlock()
-	w.kill()
 }
 
 // kill ends the process at once.
