@@ -302,6 +302,17 @@ func (p *Pool) workerIdle(w *Worker) {
 		go w.stop(p.cfg.StopTimeout)
 		return
 	}
+	p.mu.Unlock()
+	// Between batches is when the limits apply: a busy worker never idles,
+	// so waiting for it to sit on the idle list would never recycle it.
+	if reason := p.overLimit(w); reason != "" {
+		p.renew(w, reason)
+	}
+	p.mu.Lock()
+	if p.workers[w.ID] != w || w.retiring {
+		p.mu.Unlock()
+		return
+	}
 	if len(p.queue) == 0 {
 		p.idle = append(p.idle, w)
 		p.mu.Unlock()
@@ -499,7 +510,7 @@ func (p *Pool) scale(delta int, chosen *Worker) {
 	}
 }
 
-// monitor enforces request timeouts, heartbeats and memory limits.
+// monitor enforces request timeouts and heartbeats, and autoscales.
 func (p *Pool) monitor() {
 	tick := time.Second
 	if p.cfg.Timeout > 0 {
@@ -507,17 +518,12 @@ func (p *Pool) monitor() {
 	}
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	lastRSS := time.Now()
 	var lastScale time.Time
 	for {
 		select {
 		case <-p.stopped:
 			return
 		case now := <-t.C:
-			checkRSS := p.cfg.MaxRSS > 0 && now.Sub(lastRSS) >= time.Second
-			if checkRSS {
-				lastRSS = now
-			}
 			p.mu.Lock()
 			workers := make([]*Worker, 0, len(p.workers))
 			for _, w := range p.workers {
@@ -525,7 +531,7 @@ func (p *Pool) monitor() {
 			}
 			p.mu.Unlock()
 			for _, w := range workers {
-				p.check(w, now, checkRSS)
+				p.check(w, now)
 			}
 			if p.cfg.WorkersMax > 0 && now.Sub(lastScale) >= time.Second && p.autoscale(now) {
 				lastScale = now
@@ -535,8 +541,8 @@ func (p *Pool) monitor() {
 }
 
 // check looks at one worker: a request past the timeout, a heartbeat not
-// answered, a request or memory limit reached.
-func (p *Pool) check(w *Worker, now time.Time, checkRSS bool) {
+// answered. (Request and memory limits are checked between batches.)
+func (p *Pool) check(w *Worker, now time.Time) {
 	w.mu.Lock()
 	busy := len(w.inflight) > 0
 	var running *Job
@@ -550,7 +556,6 @@ func (p *Pool) check(w *Worker, now time.Time, checkRSS bool) {
 		pingAge = now.Sub(w.pingSent)
 	}
 	killed := w.killErr != nil || w.dead
-	served, limit := w.served, w.limit
 	w.mu.Unlock()
 	if killed {
 		return
@@ -578,13 +583,31 @@ func (p *Pool) check(w *Worker, now time.Time, checkRSS bool) {
 		}()
 	case !busy && pingAge == 0 && idleFor > p.cfg.HeartbeatInterval:
 		w.ping(now)
-	case !busy && limit > 0 && served >= limit:
-		p.renew(w, fmt.Sprintf("served %d requests (--max-requests)", served))
-	case !busy && checkRSS:
+	}
+}
+
+// overLimit reports why w should be recycled ("" if it should not): it has
+// served --max-requests, or its memory is above --max-rss (read from /proc
+// at most every 100 ms per worker). renew ignores a worker already being
+// replaced.
+func (p *Pool) overLimit(w *Worker) string {
+	now := time.Now()
+	w.mu.Lock()
+	served, limit := w.served, w.limit
+	readRSS := p.cfg.MaxRSS > 0 && now.Sub(w.rssChecked) >= 100*time.Millisecond
+	if readRSS {
+		w.rssChecked = now
+	}
+	w.mu.Unlock()
+	if limit > 0 && served >= limit {
+		return fmt.Sprintf("served %d requests (--max-requests)", served)
+	}
+	if readRSS {
 		if rss, err := w.rssBytes(); err == nil && rss > p.cfg.MaxRSS {
-			p.renew(w, fmt.Sprintf("resident memory %d MB is above --max-rss %d MB", rss>>20, p.cfg.MaxRSS>>20))
+			return fmt.Sprintf("resident memory %d MB is above --max-rss %d MB", rss>>20, p.cfg.MaxRSS>>20)
 		}
 	}
+	return ""
 }
 
 // autoscale adds a worker when requests wait too long, or retires one that

@@ -38,19 +38,20 @@ type Worker struct {
 	tbMu sync.Mutex
 	tb   []byte // what faulthandler wrote since the last dump request
 
-	mu       sync.Mutex
-	gen      uint64 // generation, advanced by each reload
-	inflight []*Job // jobs sent and not finished, in the order the worker runs them
-	current  time.Time
-	dead     bool
-	killErr  error     // why taipan killed it, given to the job it was running
-	served   int       // requests finished
-	limit    int       // recycle after this many requests (0 = never)
-	lastSeen time.Time // when it last finished a batch or answered a heartbeat
-	lastBusy time.Time // when it last finished a batch
-	pingSent time.Time // zero when no heartbeat is outstanding
-	retiring bool      // stop it as soon as it is idle
-	renewing bool      // a replacement is being started for it
+	mu         sync.Mutex
+	gen        uint64 // generation, advanced by each reload
+	inflight   []*Job // jobs sent and not finished, in the order the worker runs them
+	current    time.Time
+	dead       bool
+	killErr    error     // why taipan killed it, given to the job it was running
+	served     int       // requests finished
+	limit      int       // recycle after this many requests (0 = never)
+	lastSeen   time.Time // when it last finished a batch or answered a heartbeat
+	lastBusy   time.Time // when it last finished a batch
+	pingSent   time.Time // zero when no heartbeat is outstanding
+	rssChecked time.Time // when --max-rss was last checked
+	retiring   bool      // stop it as soon as it is idle
+	renewing   bool      // a replacement is being started for it
 }
 
 // newWorker wraps a started process.
