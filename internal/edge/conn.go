@@ -160,9 +160,6 @@ func (c *conn) serve() {
 
 	wait := cfg.ReadHeaderTimeout // for the first request of the connection
 	for {
-		if s.shutting.Load() {
-			return
-		}
 		if c.br.Buffered() == 0 {
 			// Nothing pipelined: send what is pending, then wait idle.
 			if err := c.bw.Flush(); err != nil {
@@ -172,6 +169,14 @@ func (c *conn) serve() {
 				return
 			}
 			c.setReadDeadline(time.Now().Add(wait), deadlineSlack(wait))
+			if s.shutting.Load() {
+				// Draining. The last response kept the connection alive,
+				// so the client may be sending its next request right now:
+				// wait a moment for it (it is answered with Connection:
+				// close) instead of cutting it off unanswered.
+				c.readDeadline = s.drainDeadline()
+				c.rwc.SetReadDeadline(c.readDeadline)
+			}
 			if _, err := c.br.Peek(1); err != nil {
 				return
 			}

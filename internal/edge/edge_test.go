@@ -495,16 +495,33 @@ func TestShutdown(t *testing.T) {
 	io.WriteString(idle, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
 	idleBR := bufio.NewReader(idle)
 	readResp(t, idleBR, "GET")
+	silent := dial(t, ts.addr)
+	io.WriteString(silent, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	silentBR := bufio.NewReader(silent)
+	readResp(t, silentBR, "GET")
 
 	busy := dial(t, ts.addr)
 	io.WriteString(busy, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
 	<-ts.entered
 
 	done := make(chan error, 1)
+	start := time.Now()
 	go func() { done <- ts.srv.Shutdown(context.Background()) }()
-	expectClosed(t, idleBR) // idle connection closed at once
+	time.Sleep(50 * time.Millisecond)
 	if _, err := net.DialTimeout("tcp", ts.addr, time.Second); err == nil {
 		t.Error("listener still accepting")
+	}
+	// A request that a client sends on its kept-alive connection just after
+	// the shutdown began is answered, with Connection: close, not dropped.
+	io.WriteString(idle, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	if resp, _ := readResp(t, idleBR, "GET"); !resp.Close {
+		t.Error("response during shutdown lacks Connection: close")
+	}
+	expectClosed(t, idleBR)
+	// An idle connection that sends nothing is closed after the grace.
+	expectClosed(t, silentBR)
+	if d := time.Since(start); d > idleDrainGrace+500*time.Millisecond {
+		t.Errorf("silent idle connection closed after %v", d)
 	}
 	select {
 	case err := <-done:

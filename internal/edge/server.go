@@ -22,6 +22,10 @@ const bufSize = 4096
 // connection has finished.
 const shutdownPollInterval = 10 * time.Millisecond
 
+// idleDrainGrace is how long Shutdown keeps an idle keep-alive connection
+// open for a request that may already be on its way.
+const idleDrainGrace = time.Second
+
 // Server serves HTTP/1.x on any number of listeners with one Handler.
 type Server struct {
 	cfg     Config
@@ -32,7 +36,8 @@ type Server struct {
 	writers sync.Pool // *bufio.Writer
 	date    dateCache
 
-	shutting atomic.Bool
+	shutting   atomic.Bool
+	drainUntil atomic.Int64 // unix nanoseconds: idle connections close then
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -173,12 +178,16 @@ func listenerName(a net.Addr) (name, port string) {
 	return host, port
 }
 
-// Shutdown stops the Server gracefully: listeners close, idle connections
-// close at once, and a connection with a request in progress closes after
-// answering it. Shutdown waits for all connections to end; if ctx expires
+// Shutdown stops the Server gracefully: listeners close, a connection with a
+// request in progress closes after answering it, and an idle keep-alive
+// connection closes after idleDrainGrace unless a request arrives on it
+// first, which is then answered. (Closing idle connections at once loses
+// requests that a client had already sent on them.) Shutdown waits for all connections to end; if ctx expires
 // first it closes the remaining ones and returns ctx.Err().
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	drainUntil := time.Now().Add(idleDrainGrace)
+	s.drainUntil.Store(drainUntil.UnixNano())
 	s.shutting.Store(true)
 	for ln := range s.listeners {
 		ln.Close()
@@ -189,8 +198,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	clear(s.unixPaths)
 	for c := range s.conns {
 		if c.state == stateIdle {
-			c.state = stateClosed
-			c.rwc.Close()
+			// Not closed at once: a request may be in flight towards it.
+			// Its read ends at drainUntil; one that arrives before is
+			// answered with Connection: close.
+			c.rwc.SetReadDeadline(drainUntil)
 		}
 	}
 	s.mu.Unlock()
@@ -217,6 +228,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 }
+
+// drainDeadline is when idle connections close during a shutdown.
+func (s *Server) drainDeadline() time.Time { return time.Unix(0, s.drainUntil.Load()) }
 
 // newConn registers a connection, or returns nil during shutdown.
 func (s *Server) newConn(rwc net.Conn, serverName, serverPort string) *conn {
