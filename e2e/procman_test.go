@@ -625,15 +625,21 @@ func testMaxRequests(t *testing.T, opts loadOpts, what string) {
 	if minCount < workers {
 		t.Errorf("worker count dropped to %d (< -w %d) at: %v", minCount, workers, lowAt)
 	}
-	// No worker served far more than its limit.
+	// No worker served far more than its limit. A worker keeps serving while
+	// its replacement boots (replace before retire, so capacity never
+	// drops), so it may pass the limit by what it serves in that time:
+	// allow one second of a worker's share of the load, plus a batch.
+	perWorkerPerSecond := sum.requests / 5 / workers
+	bound := 60 + 32 + perWorkerPerSecond
 	over := map[int]int{}
 	for pid, n := range sum.pids {
-		if n > 60+32 { // limit + jitter + one batch that was already sent
+		if n > bound {
 			over[pid] = n
 		}
 	}
 	if len(over) > 0 {
-		t.Errorf("%d of %d workers served more than 92 requests (limit 50..60 plus one batch): %v", len(over), len(sum.pids), over)
+		t.Errorf("%d of %d workers served more than %d requests (limit 50..60, one batch and one second of load while the replacement boots): %v",
+			len(over), len(sum.pids), bound, over)
 	}
 }
 
