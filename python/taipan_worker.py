@@ -27,8 +27,10 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import traceback
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Deque, Iterable, List, Optional, Sequence, Set, Tuple
 
 PROTOCOL = 1
@@ -235,6 +237,10 @@ class Worker:
             self.out.clear()
             self.sock.sendall(data)
 
+    def send_fds(self, data: bytes, fd: int) -> None:
+        """Sends data with a file descriptor attached (SCM_RIGHTS)."""
+        socket.send_fds(self.sock, [data], [fd])
+
     # --- one request -------------------------------------------------------
 
     def handle(self, stream: int, flags: int, payload: memoryview) -> None:
@@ -341,7 +347,7 @@ class Worker:
         self.out.append(head_frame(response.stream, response.status, response.headers, b"", False))
         response.sent = True
         self.flush()
-        socket.send_fds(self.sock, [frame(FILE, response.stream, FILE_RANGE.pack(offset, count))], [fd])
+        self.send_fds(frame(FILE, response.stream, FILE_RANGE.pack(offset, count)), fd)
         self.out.append(frame(BODY, response.stream, b"", FLAG_END))
         return True
 
@@ -454,7 +460,83 @@ def startup_error(protocol: int) -> Optional[str]:
     return None
 
 
-def serve_app(sock: socket.socket, app: WSGIApp) -> int:
+class ThreadedWorker:
+    """A worker that runs up to `threads` requests at once (--threads).
+
+    The main thread reads frames and hands each request to a pool thread. Go
+    never sends more requests than there are threads, so none waits here.
+    Each thread sends its own response frames; a lock keeps whole writes
+    from different threads from interleaving on the socket.
+    """
+
+    def __init__(self, sock: socket.socket, app: WSGIApp, threads: int) -> None:
+        self.sock = sock
+        self.reader = Worker(sock, app)
+        self.send_lock = threading.Lock()
+        self.local = threading.local()
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="taipan-request")
+
+    def serve(self) -> None:
+        """Reads frames until Go closes the socket."""
+        reader = self.reader
+        inbox = reader.inbox
+        try:
+            while True:
+                if not inbox:
+                    if not reader.fill(block=True):
+                        return
+                    continue
+                kind, flags, stream, payload = inbox.popleft()
+                if kind == REQUEST:
+                    self.executor.submit(self.run, stream, flags, payload)
+                elif kind == PING:
+                    with self.send_lock:
+                        self.sock.sendall(frame(PONG, 0))
+        finally:
+            self.executor.shutdown(wait=True)
+
+    def run(self, stream: int, flags: int, payload: memoryview) -> None:
+        """Runs one request on a pool thread."""
+        runner = getattr(self.local, "runner", None)
+        if runner is None:
+            runner = self.local.runner = ThreadRunner(self)
+        try:
+            runner.handle(stream, flags, payload)
+            runner.flush()
+        except OSError:
+            pass  # Go is gone; the main thread sees end of file and exits
+        finally:
+            self.reader.cancelled.discard(stream)
+
+
+class ThreadRunner(Worker):
+    """Runs requests on one thread of a ThreadedWorker: the request handling
+    of Worker, with writes under the shared lock and reading left to the
+    main thread (which records CANCELs in the shared set)."""
+
+    def __init__(self, owner: ThreadedWorker) -> None:
+        self.sock = owner.sock
+        self.app = owner.reader.app
+        self.out = []
+        self.cancelled = owner.reader.cancelled
+        self.send_lock = owner.send_lock
+
+    def fill(self, block: bool) -> bool:
+        return True
+
+    def flush(self) -> None:
+        if self.out:
+            data = b"".join(self.out)
+            self.out.clear()
+            with self.send_lock:
+                self.sock.sendall(data)
+
+    def send_fds(self, data: bytes, fd: int) -> None:
+        with self.send_lock:
+            socket.send_fds(self.sock, [data], [fd])
+
+
+def serve_app(sock: socket.socket, app: WSGIApp, threads: int = 1) -> int:
     """Reports READY and serves requests until Go closes the socket."""
     # A worker serves batches; waking it must not preempt the Go edge, which
     # would otherwise be interrupted mid-burst and hand over smaller batches.
@@ -467,7 +549,10 @@ def serve_app(sock: socket.socket, app: WSGIApp) -> int:
     ready = {"protocol": PROTOCOL, "pid": os.getpid(), "python": "%d.%d.%d" % sys.version_info[:3], "interface": "wsgi"}
     sock.sendall(frame(READY, 0, json.dumps(ready).encode()))
     try:
-        Worker(sock, app).serve()
+        if threads > 1:
+            ThreadedWorker(sock, app, threads).serve()
+        else:
+            Worker(sock, app).serve()
     except (BrokenPipeError, ConnectionResetError):
         pass
     return 0
@@ -482,6 +567,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--traceback-fd", type=int, default=-1)
     parser.add_argument("--post-fork", default="")
     parser.add_argument("--fork-server", action="store_true")
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
 
     if args.fork_server:
@@ -510,7 +596,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         sock.sendall(frame(BOOT_ERROR, 0, text.encode("utf-8", "replace")))
         return 1
 
-    return serve_app(sock, app)
+    return serve_app(sock, app, args.threads)
 
 
 # --- the fork server (--preload) ----------------------------------------------
@@ -542,10 +628,11 @@ BOOT_ERROR_MAX = 24 * 1024  # characters; a SEQPACKET message must fit the socke
 class ForkServer:
     """Forks workers from a process that has already imported the app."""
 
-    def __init__(self, ctrl: socket.socket, app: WSGIApp, post_fork: str) -> None:
+    def __init__(self, ctrl: socket.socket, app: WSGIApp, post_fork: str, threads: int) -> None:
         self.ctrl = ctrl
         self.app = app
         self.post_fork = post_fork
+        self.threads = threads
         self.pid = os.getpid()
         self.children: Set[int] = set()
         self.pdeathsig = pdeathsig_setter()
@@ -699,7 +786,7 @@ class ForkServer:
                     text = "Failed to run the post-fork hook %r:\n%s" % (self.post_fork, app_traceback(exc))
                     sock.sendall(frame(BOOT_ERROR, 0, text.encode("utf-8", "replace")))
                     return
-            code = serve_app(sock, self.app)
+            code = serve_app(sock, self.app, self.threads)
         except BaseException:
             traceback.print_exc()
         finally:
@@ -761,7 +848,7 @@ def fork_server(args: argparse.Namespace) -> int:
     # keeps the collector from writing to them (and copying their pages).
     gc.collect()
     gc.freeze()
-    server = ForkServer(ctrl, app, args.post_fork)
+    server = ForkServer(ctrl, app, args.post_fork, args.threads)
     server.send({"ready": PROTOCOL, "pid": os.getpid(), "python": "%d.%d.%d" % sys.version_info[:3]})
     return server.run()
 

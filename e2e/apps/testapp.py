@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 import time
 from urllib.parse import parse_qs
 
@@ -290,7 +291,25 @@ def headers_view(environ, start_response):
     return as_json(start_response, {k: v for k, v in environ.items() if k.startswith("HTTP_")})
 
 
+ACTIVE = {"now": 0, "peak": 0}
+ACTIVE_LOCK = threading.Lock()
+
+
+def overlap_view(environ, start_response):
+    """Sleeps while counting the requests in here at once; returns the peak."""
+    ms = int(parse_qs(environ.get("QUERY_STRING", "")).get("ms", ["300"])[0])
+    with ACTIVE_LOCK:
+        ACTIVE["now"] += 1
+        ACTIVE["peak"] = max(ACTIVE["peak"], ACTIVE["now"])
+    time.sleep(ms / 1000)
+    with ACTIVE_LOCK:
+        ACTIVE["now"] -= 1
+        peak = ACTIVE["peak"]
+    return respond(start_response, "%d %d %s" % (peak, os.getpid(), threading.current_thread().name))
+
+
 ROUTES = {
+    "/overlap": overlap_view,
     "/environ": environ_view,
     "/echo": echo,
     "/stream": stream,

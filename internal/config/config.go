@@ -24,6 +24,7 @@ type Config struct {
 	App        string   // MODULE[:CALLABLE]; "" serves the built-in demo
 	Binds      []string // listener addresses: host:port, [::1]:port, unix:/path
 	Workers    int
+	Threads    int    // requests per worker at once
 	Python     string // absolute path of the interpreter
 	Chdir      string
 	PythonPath []string
@@ -90,6 +91,7 @@ const (
 func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 	c := &Config{
 		Workers:               runtime.NumCPU(),
+		Threads:               1,
 		LogLevel:              logging.Info,
 		ErrorLogFile:          "-",
 		GracefulTimeout:       30 * time.Second,
@@ -125,6 +127,7 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 	both("e", "env", func(n string) { fs.Var(&envs, n, "") })
 	both("h", "help", func(n string) { fs.BoolVar(&help, n, false, "") })
 	both("v", "version", func(n string) { fs.BoolVar(&version, n, false, "") })
+	fs.IntVar(&c.Threads, "threads", c.Threads, "")
 	fs.StringVar(&python, "python", "", "")
 	fs.StringVar(&c.Chdir, "chdir", "", "")
 	fs.Var(&paths, "pythonpath", "")
@@ -195,6 +198,9 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 	}
 	if c.Workers < 1 {
 		return nil, Serve, usagef("--workers must be at least 1, got %d", c.Workers)
+	}
+	if c.Threads < 1 || c.Threads > 1024 {
+		return nil, Serve, usagef("--threads must be between 1 and 1024, got %d", c.Threads)
 	}
 	c.Binds = binds
 	if len(c.Binds) == 0 {
@@ -436,6 +442,8 @@ Server:
   -b, --bind ADDR            listen on ADDR: HOST:PORT, [::1]:PORT or unix:/PATH;
                              repeatable (default 127.0.0.1:8000)
   -w, --workers N            Python worker processes (default: one per CPU)
+      --threads N            requests each worker runs at once, in threads
+                             (for I/O-bound apps; default 1)
       --graceful-timeout S   on SIGTERM/SIGINT, seconds to finish in-flight and
                              queued requests before stopping (default 30)
       --boot-timeout S       seconds a worker has to load the app (default 60)

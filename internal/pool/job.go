@@ -57,8 +57,12 @@ type Job struct {
 
 	stream uint32
 	queued time.Time // when it was queued (only kept when autoscaling)
-	events chan Event
-	gone   chan struct{} // closed when the receiver stops listening
+
+	// Guarded by the worker's mutex:
+	started  time.Time // when it started running, or last produced output
+	timedOut bool      // it ran past the timeout and its worker is being killed
+	events   chan Event
+	gone     chan struct{} // closed when the receiver stops listening
 
 	mu       sync.Mutex
 	worker   *Worker // set once dispatched

@@ -42,6 +42,11 @@ type Config struct {
 	// from it.
 	Preload bool
 
+	// Threads is how many requests one worker runs at once, in a thread
+	// pool (default 1: one at a time, fed in batches). A threaded worker is
+	// sent no more requests than it has free threads; the rest wait in Go.
+	Threads int
+
 	// WorkersMin and WorkersMax, when WorkersMax > 0, let the pool grow
 	// while requests wait longer than ScaleUpWait (default 100 ms) in the
 	// queue, and shrink when a worker has been idle for ScaleDownIdle
@@ -92,6 +97,10 @@ func New(cfg Config, log *logging.Logger) *Pool {
 	if cfg.MaxBatch < 1 {
 		cfg.MaxBatch = 32
 	}
+	if cfg.Threads < 1 {
+		cfg.Threads = 1
+	}
+	cfg.Spec.Threads = cfg.Threads
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = 5 * time.Second
 	}
@@ -179,6 +188,7 @@ func (p *Pool) bootGeneration(n int) ([]*Worker, error) {
 // until it exits.
 func (p *Pool) adopt(w *Worker, gen uint64) {
 	w.gen = gen
+	w.slots = p.cfg.Threads
 	if p.cfg.MaxRequests > 0 {
 		w.limit = p.cfg.MaxRequests
 		if p.cfg.MaxRequestsJitter > 0 {
@@ -191,7 +201,7 @@ func (p *Pool) adopt(w *Worker, gen uint64) {
 	p.mu.Unlock()
 	p.running.Add(1)
 	go p.supervise(w)
-	p.workerIdle(w)
+	p.workerFree(w, 0)
 }
 
 // supervise waits for a worker to exit. An unexpected exit of a worker of the
@@ -278,7 +288,7 @@ func (p *Pool) Submit(j *Job) error {
 	}
 	if n := len(p.idle); n > 0 && len(p.queue) == 0 {
 		w := p.idle[n-1]
-		p.idle = p.idle[:n-1]
+		p.assignLocked(w, 1)
 		p.mu.Unlock()
 		p.dispatch(w, []*Job{j})
 		return nil
@@ -288,22 +298,54 @@ func (p *Pool) Submit(j *Job) error {
 	return nil
 }
 
-// workerIdle is called when a worker has finished everything it was sent:
-// a retiring worker is stopped; any other takes the next batch from the
-// queue, or waits on the idle list.
-func (p *Pool) workerIdle(w *Worker) {
+// room is how many more requests w may be sent now: a one-at-a-time
+// worker takes a whole batch once it has finished the last one; a threaded
+// worker takes one request per free thread.
+func (p *Pool) room(w *Worker) int {
+	if w.slots <= 1 {
+		if w.assigned > 0 {
+			return 0
+		}
+		return p.cfg.MaxBatch
+	}
+	return w.slots - w.assigned
+}
+
+// assignLocked records n requests sent to w and takes it off the idle list
+// when it has no room left.
+func (p *Pool) assignLocked(w *Worker, n int) {
+	w.assigned += n
+	if p.room(w) <= 0 {
+		p.removeIdle(w)
+	}
+}
+
+// workerFree is called when w has finished done requests (0 when it has
+// just been adopted): a retiring worker is stopped once it has nothing left;
+// any other takes what is queued, as much as it has room for, or waits on
+// the idle list.
+func (p *Pool) workerFree(w *Worker, done int) {
 	p.mu.Lock()
 	if p.workers[w.ID] != w {
 		p.mu.Unlock()
 		return
 	}
+	w.assigned -= done
 	if w.retiring || w.gen != p.gen {
+		p.removeIdle(w)
+		stop := w.assigned == 0
 		p.mu.Unlock()
-		go w.stop(p.cfg.StopTimeout)
+		if stop {
+			go w.stop(p.cfg.StopTimeout)
+		}
 		return
 	}
+	if p.room(w) <= 0 {
+		p.mu.Unlock()
+		return // a batch is still running
+	}
 	p.mu.Unlock()
-	// Between batches is when the limits apply: a busy worker never idles,
+	// Between requests is when the limits apply: a busy worker never idles,
 	// so waiting for it to sit on the idle list would never recycle it.
 	if reason := p.overLimit(w); reason != "" {
 		p.renew(w, reason)
@@ -314,13 +356,27 @@ func (p *Pool) workerIdle(w *Worker) {
 		return
 	}
 	if len(p.queue) == 0 {
-		p.idle = append(p.idle, w)
+		p.listLocked(w)
 		p.mu.Unlock()
 		return
 	}
-	batch := p.takeLocked(min(len(p.queue), p.cfg.MaxBatch))
+	batch := p.takeLocked(min(len(p.queue), p.room(w)))
+	p.assignLocked(w, len(batch))
+	if p.room(w) > 0 {
+		p.listLocked(w)
+	}
 	p.mu.Unlock()
 	p.dispatch(w, batch)
+}
+
+// listLocked puts w on the idle list unless it is there.
+func (p *Pool) listLocked(w *Worker) {
+	for _, x := range p.idle {
+		if x == w {
+			return
+		}
+	}
+	p.idle = append(p.idle, w)
 }
 
 // dispatchQueued hands queued jobs to idle workers (after jobs were put back).
@@ -332,8 +388,8 @@ func (p *Pool) dispatchQueued() {
 			return
 		}
 		w := p.idle[len(p.idle)-1]
-		p.idle = p.idle[:len(p.idle)-1]
-		batch := p.takeLocked(min(len(p.queue), p.cfg.MaxBatch))
+		batch := p.takeLocked(min(len(p.queue), p.room(w)))
+		p.assignLocked(w, len(batch))
 		p.mu.Unlock()
 		p.dispatch(w, batch)
 	}
@@ -386,13 +442,8 @@ func (p *Pool) removeIdle(w *Worker) {
 func (p *Pool) retire(w *Worker) {
 	p.mu.Lock()
 	w.retiring = true
-	idle := false
-	for _, x := range p.idle {
-		if x == w {
-			idle = true
-		}
-	}
 	p.removeIdle(w)
+	idle := w.assigned == 0 && p.workers[w.ID] == w
 	p.mu.Unlock()
 	if idle {
 		go w.stop(p.cfg.StopTimeout)
@@ -546,10 +597,12 @@ func (p *Pool) check(w *Worker, now time.Time) {
 	w.mu.Lock()
 	busy := len(w.inflight) > 0
 	var running *Job
-	if busy {
-		running = w.inflight[0]
+	var elapsed time.Duration
+	for _, j := range w.running() {
+		if d := now.Sub(j.started); d > elapsed {
+			running, elapsed = j, d
+		}
 	}
-	elapsed := now.Sub(w.current)
 	idleFor := now.Sub(w.lastSeen)
 	pingAge := time.Duration(0)
 	if !w.pingSent.IsZero() {
@@ -561,9 +614,10 @@ func (p *Pool) check(w *Worker, now time.Time) {
 		return
 	}
 	switch {
-	case busy && p.cfg.Timeout > 0 && elapsed > p.cfg.Timeout:
+	case running != nil && p.cfg.Timeout > 0 && elapsed > p.cfg.Timeout:
 		w.mu.Lock()
-		w.killErr = ErrTimeout // claim it before the slow dump, so it happens once
+		w.killErr = ErrWorkerDied // claim it before the slow dump, so it happens once
+		running.timedOut = true
 		w.mu.Unlock()
 		go func() {
 			stack := w.dumpStack()
@@ -624,7 +678,7 @@ func (p *Pool) autoscale(now time.Time) bool {
 	}
 	for _, w := range p.workers {
 		w.mu.Lock()
-		if len(w.inflight) > 1 && !w.inflight[1].queued.IsZero() {
+		if !w.threaded() && len(w.inflight) > 1 && !w.inflight[1].queued.IsZero() {
 			waited = max(waited, now.Sub(w.inflight[1].queued))
 		}
 		w.mu.Unlock()

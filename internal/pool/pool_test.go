@@ -297,3 +297,69 @@ func TestAutoscale(t *testing.T) {
 		t.Fatalf("pool did not shrink back to 1 idle worker: %+v\n%s", p.Stats(), logs)
 	}
 }
+
+// A threaded worker runs as many requests at once as it has threads; it is
+// sent no more, and the rest wait in Go's queue.
+func TestThreadedWorker(t *testing.T) {
+	p, _ := newPool(t, 1, testApp)
+	p.cfg.Threads = 3
+	p.cfg.Spec.Threads = 3
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(t.Context())
+	var jobs []*Job
+	for range 4 {
+		j := job("/sleep", "0.5", "")
+		jobs = append(jobs, j)
+		p.Submit(j)
+	}
+	// Three run at once; the fourth waits in Go.
+	var s Stats
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if s = p.Stats(); s.Sent == 3 {
+			break
+		}
+	}
+	if s.Sent != 3 || s.Queued != 1 {
+		t.Fatalf("stats with 4 requests for 3 threads: %+v, want 3 sent and 1 queued", s)
+	}
+	// Each of the three completes; the fourth goes to the first free thread.
+	for _, j := range jobs[:3] {
+		if body, err := collect(t, j); err != nil || !strings.HasPrefix(body, "/sleep ") {
+			t.Fatalf("%q %v", body, err)
+		}
+	}
+	if _, err := collect(t, jobs[3]); err != nil {
+		t.Fatal(err)
+	}
+	if s := p.Stats(); s.Sent != 4 || s.Idle != 1 {
+		t.Fatalf("stats after: %+v", s)
+	}
+}
+
+// When a threaded worker is killed for a timeout, the request that timed
+// out gets ErrTimeout and the others it was running ErrWorkerDied.
+func TestThreadedTimeout(t *testing.T) {
+	p, logs := newPool(t, 1, testApp)
+	p.cfg.Threads, p.cfg.Spec.Threads = 2, 2
+	p.cfg.Timeout = 500 * time.Millisecond
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(t.Context())
+	long := job("/sleep", "30", "")
+	p.Submit(long)
+	time.Sleep(300 * time.Millisecond)
+	other := job("/sleep", "30", "")
+	p.Submit(other)
+	if _, err := collect(t, long); err != ErrTimeout {
+		t.Fatalf("timed-out job: %v, want ErrTimeout", err)
+	}
+	if _, err := collect(t, other); err != ErrWorkerDied {
+		t.Fatalf("other job on the killed worker: %v, want ErrWorkerDied", err)
+	}
+	if !strings.Contains(logs.String(), "WORKER TIMEOUT") {
+		t.Fatalf("no timeout in the log:\n%s", logs)
+	}
+}

@@ -285,6 +285,9 @@ func startForkServer(spec *Spec, timeout time.Duration, log *logging.Logger) (*f
 	if spec.PostFork != "" {
 		args = append(args, "--post-fork", spec.PostFork)
 	}
+	if spec.Threads > 1 {
+		args = append(args, "--threads", strconv.Itoa(spec.Threads))
+	}
 	cmd := exec.Command(spec.Python, args...)
 	cmd.Dir = spec.Dir
 	cmd.Env = spec.Env

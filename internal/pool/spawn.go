@@ -27,6 +27,7 @@ type Spec struct {
 	Env        []string // full environment
 	PythonPath []string // extra sys.path entries
 	PostFork   string   // MODULE:CALLABLE run in each worker after it starts ("" = none)
+	Threads    int      // requests a worker runs at once (set by the pool from Config.Threads)
 }
 
 // args is the worker's command line after the interpreter.
@@ -38,6 +39,9 @@ func (s *Spec) args() []string {
 	}
 	if s.PostFork != "" {
 		args = append(args, "--post-fork", s.PostFork)
+	}
+	if s.Threads > 1 {
+		args = append(args, "--threads", strconv.Itoa(s.Threads))
 	}
 	return args
 }

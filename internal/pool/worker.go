@@ -35,13 +35,15 @@ type Worker struct {
 	done   chan struct{} // closed when the worker has exited and been reaped
 	relay  sync.WaitGroup
 
+	slots int // requests it runs at once (its threads); 1 = one at a time, fed in batches. Set before its first job.
+
 	tbMu sync.Mutex
 	tb   []byte // what faulthandler wrote since the last dump request
 
 	mu         sync.Mutex
 	gen        uint64 // generation, advanced by each reload
 	inflight   []*Job // jobs sent and not finished, in the order the worker runs them
-	current    time.Time
+	finished   int    // jobs finished and not yet reported to the pool
 	dead       bool
 	killErr    error     // why taipan killed it, given to the job it was running
 	served     int       // requests finished
@@ -50,8 +52,10 @@ type Worker struct {
 	lastBusy   time.Time // when it last finished a batch
 	pingSent   time.Time // zero when no heartbeat is outstanding
 	rssChecked time.Time // when --max-rss was last checked
-	retiring   bool      // stop it as soon as it is idle
-	renewing   bool      // a replacement is being started for it
+	// Guarded by the pool's mutex:
+	assigned int  // requests sent to it and not finished
+	retiring bool // stop it as soon as it is idle
+	renewing bool // a replacement is being started for it
 }
 
 // newWorker wraps a started process.
@@ -233,11 +237,11 @@ func (w *Worker) readLoop(p *Pool) error {
 		end := ev.End()
 		j.deliver(ev)
 		if end {
-			if w.finish(j) {
-				p.workerIdle(w)
+			if n := w.finish(j); n > 0 {
+				p.workerFree(w, n)
 			}
 		} else {
-			w.progress()
+			w.progress(j)
 		}
 	}
 }
@@ -254,17 +258,19 @@ func (w *Worker) job(stream uint32) *Job {
 	return nil
 }
 
-// progress records that the running job produced output: a response that
+// progress records that a running job produced output: a response that
 // streams is not hung, so the timeout counts from its latest part (a long
 // download to a slow client is not killed, unlike gunicorn's sync worker).
-func (w *Worker) progress() {
+func (w *Worker) progress(j *Job) {
 	w.mu.Lock()
-	w.current = time.Now()
+	j.started = time.Now()
 	w.mu.Unlock()
 }
 
-// finish records that j is done; it reports whether the worker is now idle.
-func (w *Worker) finish(j *Job) bool {
+// finish records that j is done and returns how many finished jobs to
+// report to the pool: each one for a threaded worker, the whole batch once
+// it is done for a one-at-a-time worker.
+func (w *Worker) finish(j *Job) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for i, x := range w.inflight {
@@ -274,13 +280,30 @@ func (w *Worker) finish(j *Job) bool {
 		}
 	}
 	w.served++
+	w.finished++
 	now := time.Now()
-	w.current = now // the next job of the batch starts running now
 	if len(w.inflight) == 0 {
 		w.lastSeen, w.lastBusy = now, now
-		return true
+	} else if !w.threaded() {
+		w.inflight[0].started = now // the next job of the batch starts running now
+		return 0
 	}
-	return false
+	n := w.finished
+	w.finished = 0
+	return n
+}
+
+// threaded reports whether the worker runs its requests at once (all of
+// its in-flight jobs are running) rather than one after another. slots is
+// set before the worker gets any job and never changes.
+func (w *Worker) threaded() bool { return w.slots > 1 }
+
+// running returns the jobs the worker is running now.
+func (w *Worker) running() []*Job {
+	if w.threaded() || len(w.inflight) == 0 {
+		return w.inflight
+	}
+	return w.inflight[:1]
 }
 
 func (w *Worker) logFrame(p []byte) {
@@ -303,24 +326,31 @@ func (w *Worker) logFrame(p []byte) {
 	w.log.Logf(level, "[worker %d pid %d] %s", w.ID, w.Pid, p[1:])
 }
 
-// failInflight ends the job the worker was running (it may have had side
-// effects, so it is not retried) and returns the jobs after it, which the
-// worker never started, so they can run elsewhere.
+// failInflight ends the jobs the worker was running (they may have had side
+// effects, so they are not retried) and returns those it never started, so
+// they can run elsewhere.
 func (w *Worker) failInflight() []*Job {
 	w.mu.Lock()
 	w.dead = true
-	jobs := w.inflight
+	running := w.running()
+	rest := w.inflight[len(running):]
 	w.inflight = nil
 	reason := w.killErr
-	w.mu.Unlock()
-	if len(jobs) == 0 {
-		return nil
+	timedOut := make([]bool, len(running))
+	for i, j := range running {
+		timedOut[i] = j.timedOut
 	}
+	w.mu.Unlock()
 	if reason == nil {
 		reason = ErrWorkerDied
 	}
-	jobs[0].deliver(Event{Err: reason})
-	rest := jobs[1:]
+	for i, j := range running {
+		if timedOut[i] {
+			j.deliver(Event{Err: ErrTimeout})
+		} else {
+			j.deliver(Event{Err: reason})
+		}
+	}
 	for _, j := range rest {
 		j.assign(nil, 0)
 	}
@@ -340,10 +370,14 @@ func (w *Worker) send(jobs []*Job, nextStream func() uint32) bool {
 		w.mu.Unlock()
 		return false
 	}
+	now := time.Now()
 	if len(w.inflight) == 0 {
-		w.current = time.Now()
+		jobs[0].started = now
 	}
 	for _, j := range jobs {
+		if w.threaded() {
+			j.started = now
+		}
 		stream := nextStream()
 		j.assign(w, stream)
 		w.inflight = append(w.inflight, j)

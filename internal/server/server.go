@@ -79,6 +79,7 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 			PostFork:   cfg.PostFork,
 		},
 		Workers:           cfg.Workers,
+		Threads:           cfg.Threads,
 		BootTimeout:       cfg.BootTimeout,
 		Timeout:           cfg.Timeout,
 		HeartbeatInterval: cfg.Heartbeat,
@@ -108,7 +109,7 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 	if access != nil {
 		ecfg.AccessLog = access.Log
 	}
-	srv := edge.NewServer(ecfg, bridge.New(p, bridge.Options{RootPath: cfg.RootPath, Multiprocess: cfg.Workers > 1}, log), log)
+	srv := edge.NewServer(ecfg, bridge.New(p, bridge.Options{RootPath: cfg.RootPath, Multiprocess: cfg.Workers > 1 || cfg.WorkersMax > 1, Multithread: cfg.Threads > 1}, log), log)
 
 	// Bind first: a taken port is reported before any Python starts.
 	var listeners []net.Listener
@@ -173,7 +174,11 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 			}
 		}()
 	}
-	log.Infof("Using %d worker%s (%s) for %s", cfg.Workers, plural(cfg.Workers), cfg.Python, app)
+	threads := ""
+	if cfg.Threads > 1 {
+		threads = fmt.Sprintf(" with %d threads each", cfg.Threads)
+	}
+	log.Infof("Using %d worker%s%s (%s) for %s", cfg.Workers, plural(cfg.Workers), threads, cfg.Python, app)
 
 	reloads := make(chan string, 1)
 	if cfg.Reload {
