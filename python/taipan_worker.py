@@ -420,6 +420,19 @@ def attribute_path(node: ast.AST, spec: str) -> List[str]:
     return names[::-1]
 
 
+def patch_gevent() -> Optional[str]:
+    """Monkey-patches the standard library for -k gevent, so each request
+    runs in a greenlet and blocking I/O yields to the others. Returns why it
+    could not, or None."""
+    try:
+        from gevent import monkey
+    except ImportError:
+        return ("-k gevent needs gevent, which %s cannot import: install it "
+                "(Debian: apt-get install python3-gevent; pip: pip install gevent)" % sys.executable)
+    monkey.patch_all()
+    return None
+
+
 def run_hook(spec: str) -> None:
     """Calls the MODULE:CALLABLE named by --post-fork, with no arguments."""
     module_name, _, name = spec.partition(":")
@@ -568,11 +581,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--post-fork", default="")
     parser.add_argument("--fork-server", action="store_true")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--worker-class", choices=("sync", "gevent"), default="sync")
     args = parser.parse_args(argv)
 
     if args.fork_server:
         return fork_server(args)
 
+    if args.worker_class == "gevent":
+        # Before the app is imported, so that its blocking I/O yields.
+        problem = patch_gevent()
+        if problem is not None:
+            socket.socket(fileno=args.fd).sendall(frame(BOOT_ERROR, 0, problem.encode()))
+            return 1
     sock = socket.socket(fileno=args.fd)
     problem = startup_error(args.protocol)
     if problem is not None:

@@ -21,15 +21,18 @@ import (
 
 // Config is everything taipan needs to run, resolved and checked.
 type Config struct {
-	App        string   // MODULE[:CALLABLE]; "" serves the built-in demo
-	Binds      []string // listener addresses: host:port, [::1]:port, unix:/path
-	Workers    int
-	Threads    int    // requests per worker at once
-	Python     string // absolute path of the interpreter
-	Chdir      string
-	PythonPath []string
-	Env        []string // KEY=VALUE for the workers
-	RootPath   string   // SCRIPT_NAME
+	App     string   // MODULE[:CALLABLE]; "" serves the built-in demo
+	Binds   []string // listener addresses: host:port, [::1]:port, unix:/path
+	Workers int
+	Threads int // requests per worker at once (threads, or greenlets with gevent)
+	// WorkerClass is the concurrency model of a worker: "sync" (one request
+	// at a time), "gthread" (--threads), or "gevent" (greenlets).
+	WorkerClass string
+	Python      string // absolute path of the interpreter
+	Chdir       string
+	PythonPath  []string
+	Env         []string // KEY=VALUE for the workers
+	RootPath    string   // SCRIPT_NAME
 
 	LogLevel      logging.Level
 	AccessLogFile string // "" none, "-" stdout
@@ -118,6 +121,7 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 		timeout                   = seconds(c.Timeout)
 		heartbeat, hbTimeout      = seconds(c.Heartbeat), seconds(c.HeartbeatTimeout)
 		maxRSSMB                  int64
+		workerConnections         int
 		bodyLimit, bodyMemory     = size(c.LimitRequestBody), size(c.BodyMemoryLimit)
 	)
 	logLevel = "info"
@@ -128,6 +132,8 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 	both("h", "help", func(n string) { fs.BoolVar(&help, n, false, "") })
 	both("v", "version", func(n string) { fs.BoolVar(&version, n, false, "") })
 	fs.IntVar(&c.Threads, "threads", c.Threads, "")
+	both("k", "worker-class", func(n string) { fs.StringVar(&c.WorkerClass, n, "sync", "") })
+	fs.IntVar(&workerConnections, "worker-connections", 1000, "")
 	fs.StringVar(&python, "python", "", "")
 	fs.StringVar(&c.Chdir, "chdir", "", "")
 	fs.Var(&paths, "pythonpath", "")
@@ -201,6 +207,23 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 	}
 	if c.Threads < 1 || c.Threads > 1024 {
 		return nil, Serve, usagef("--threads must be between 1 and 1024, got %d", c.Threads)
+	}
+	switch c.WorkerClass {
+	case "sync", "gthread":
+		// As gunicorn: --threads above 1 means threads; gthread alone, 1 thread.
+		if c.Threads > 1 {
+			c.WorkerClass = "gthread"
+		}
+	case "gevent":
+		if workerConnections < 1 || workerConnections > 100000 {
+			return nil, Serve, usagef("--worker-connections must be between 1 and 100000, got %d", workerConnections)
+		}
+		c.Threads = workerConnections
+		if c.Preload {
+			return nil, Serve, usagef("--preload cannot be combined with -k gevent yet (the fork server does not monkey-patch)")
+		}
+	default:
+		return nil, Serve, usagef("-k/--worker-class must be sync, gthread or gevent, got %q", c.WorkerClass)
 	}
 	c.Binds = binds
 	if len(c.Binds) == 0 {
@@ -444,6 +467,9 @@ Server:
   -w, --workers N            Python worker processes (default: one per CPU)
       --threads N            requests each worker runs at once, in threads
                              (for I/O-bound apps; default 1)
+  -k, --worker-class K       sync (default), gthread (with --threads) or gevent
+                             (each request in a greenlet; needs python3-gevent)
+      --worker-connections N requests a gevent worker runs at once (default 1000)
       --graceful-timeout S   on SIGTERM/SIGINT, seconds to finish in-flight and
                              queued requests before stopping (default 30)
       --boot-timeout S       seconds a worker has to load the app (default 60)

@@ -28,6 +28,7 @@ type Spec struct {
 	PythonPath []string // extra sys.path entries
 	PostFork   string   // MODULE:CALLABLE run in each worker after it starts ("" = none)
 	Threads    int      // requests a worker runs at once (set by the pool from Config.Threads)
+	Gevent     bool     // run requests in greenlets (-k gevent)
 }
 
 // args is the worker's command line after the interpreter.
@@ -42,6 +43,9 @@ func (s *Spec) args() []string {
 	}
 	if s.Threads > 1 {
 		args = append(args, "--threads", strconv.Itoa(s.Threads))
+	}
+	if s.Gevent {
+		args = append(args, "--worker-class", "gevent")
 	}
 	return args
 }

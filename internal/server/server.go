@@ -77,6 +77,7 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 			Env:        append(os.Environ(), cfg.Env...),
 			PythonPath: cfg.PythonPath,
 			PostFork:   cfg.PostFork,
+			Gevent:     cfg.WorkerClass == "gevent",
 		},
 		Workers:           cfg.Workers,
 		Threads:           cfg.Threads,
@@ -175,7 +176,10 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 		}()
 	}
 	threads := ""
-	if cfg.Threads > 1 {
+	switch {
+	case cfg.WorkerClass == "gevent":
+		threads = fmt.Sprintf(" (gevent, up to %d requests each)", cfg.Threads)
+	case cfg.Threads > 1:
 		threads = fmt.Sprintf(" with %d threads each", cfg.Threads)
 	}
 	log.Infof("Using %d worker%s%s (%s) for %s", cfg.Workers, plural(cfg.Workers), threads, cfg.Python, app)
