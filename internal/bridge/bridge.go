@@ -20,6 +20,7 @@ type Bridge struct {
 	pool       *pool.Pool
 	log        *logging.Logger
 	scriptName string // --root-path, without a trailing slash
+	lanes      []Lane
 	fixed      []byte // encoded environ keys that are the same for every request
 	scratch    sync.Pool
 }
@@ -29,11 +30,19 @@ type Options struct {
 	RootPath     string // becomes SCRIPT_NAME ("" or "/" for none)
 	Multiprocess bool   // wsgi.multiprocess: more than one worker process
 	Multithread  bool   // wsgi.multithread: a worker runs requests concurrently
+	Lanes        []Lane // pools reserved for path prefixes
+}
+
+// Lane sends the requests whose path starts with Prefix (as whole
+// segments) to its own pool.
+type Lane struct {
+	Prefix string
+	Pool   *pool.Pool
 }
 
 // New returns a Bridge that sends requests to p.
 func New(p *pool.Pool, opts Options, log *logging.Logger) *Bridge {
-	b := &Bridge{pool: p, log: log, scriptName: strings.TrimRight(opts.RootPath, "/")}
+	b := &Bridge{pool: p, log: log, scriptName: strings.TrimRight(opts.RootPath, "/"), lanes: opts.Lanes}
 	// The keys that never change are encoded once; the worker adds only
 	// wsgi.input, wsgi.errors and wsgi.file_wrapper, which must be objects.
 	var e wire.EnvironEncoder
@@ -80,7 +89,7 @@ func (b *Bridge) Serve(w edge.ResponseWriter, r *edge.Request) {
 		inline, _ = r.Body.Bytes()
 	}
 	job := pool.NewJob(r.Method, r.Target, environ, inline, bodyFile)
-	if err := b.pool.Submit(job); err != nil {
+	if err := b.route(r.Path).Submit(job); err != nil {
 		w.WriteHead(unavailable, []byte("Service Unavailable\n"), true)
 		return
 	}
@@ -99,6 +108,16 @@ func (b *Bridge) Serve(w edge.ResponseWriter, r *edge.Request) {
 			return
 		}
 	}
+}
+
+// route picks the pool for a request path: its lane's, or the main one.
+func (b *Bridge) route(path string) *pool.Pool {
+	for i := range b.lanes {
+		if l := &b.lanes[i]; strings.HasPrefix(path, l.Prefix) && (len(path) == len(l.Prefix) || path[len(l.Prefix)] == '/') {
+			return l.Pool
+		}
+	}
+	return b.pool
 }
 
 // forward writes one response event to the client. It reports whether the

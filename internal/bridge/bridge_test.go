@@ -6,6 +6,7 @@ import (
 
 	"taipan/internal/edge"
 	"taipan/internal/logging"
+	"taipan/internal/pool"
 	"taipan/internal/wire"
 )
 
@@ -70,6 +71,23 @@ func TestHeaders(t *testing.T) {
 	for _, bad := range []string{"6.6.6.6", "HTTP_CONTENT_LENGTH", "HTTP_CONTENT_TYPE"} {
 		if bytes.Contains(env, []byte(bad)) {
 			t.Errorf("environ has %q:\n%q", bad, env)
+		}
+	}
+}
+
+func TestRoute(t *testing.T) {
+	mainPool, lanePool := new(pool.Pool), new(pool.Pool)
+	b := New(mainPool, Options{Lanes: []Lane{{Prefix: "/reports", Pool: lanePool}}}, logging.New(&bytes.Buffer{}, logging.Error))
+	for path, want := range map[string]*pool.Pool{
+		"/reports":        lanePool,
+		"/reports/":       lanePool,
+		"/reports/2026/q": lanePool,
+		"/reportsx":       mainPool,
+		"/":               mainPool,
+		"/other/reports":  mainPool,
+	} {
+		if got := b.route(path); got != want {
+			t.Errorf("route(%q) went to the wrong pool", path)
 		}
 	}
 }

@@ -51,6 +51,7 @@ type Config struct {
 	Preload           bool
 	PostFork          string // MODULE:CALLABLE
 	Reload            bool   // restart workers when .py files change
+	Lanes             []Lane // workers reserved for path prefixes
 	WorkersMin        int    // autoscaling bounds; WorkersMax 0 = off
 	WorkersMax        int
 	PidFile           string
@@ -63,6 +64,13 @@ type Config struct {
 	TmpDir                string
 	KeepAlive             time.Duration
 	HeaderTimeout         time.Duration
+}
+
+// Lane reserves Workers of the -w workers for requests whose path starts
+// with Prefix (as whole segments); those requests run only there.
+type Lane struct {
+	Prefix  string
+	Workers int
 }
 
 // Action is what the command line asks for besides serving.
@@ -113,7 +121,7 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 	fs := flag.NewFlagSet("taipan", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	var (
-		binds, envs, paths        listFlag
+		binds, envs, paths, lanes listFlag
 		python, logLevel          string
 		help, version             bool
 		graceful, boot, keepAlive = seconds(c.GracefulTimeout), seconds(c.BootTimeout), seconds(c.KeepAlive)
@@ -151,6 +159,7 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 	fs.IntVar(&c.MaxRequestsJitter, "max-requests-jitter", 0, "")
 	fs.Int64Var(&maxRSSMB, "max-rss", 0, "")
 	fs.BoolVar(&c.Preload, "preload", false, "")
+	fs.Var(&lanes, "lane", "")
 	fs.IntVar(&c.WorkersMin, "workers-min", 0, "")
 	fs.IntVar(&c.WorkersMax, "workers-max", 0, "")
 	fs.StringVar(&c.PostFork, "post-fork", "", "")
@@ -272,6 +281,23 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 		return nil, Serve, usagef("--max-requests, --max-requests-jitter and --max-rss must not be negative")
 	}
 	c.MaxRSS = maxRSSMB << 20
+	laneWorkers := 0
+	for _, l := range lanes {
+		prefix, n, ok := strings.Cut(l, "=")
+		workers, err := strconv.Atoi(n)
+		if !ok || !strings.HasPrefix(prefix, "/") || err != nil || workers < 1 {
+			return nil, Serve, usagef("--lane wants PREFIX=WORKERS, e.g. /reports=1, got %q", l)
+		}
+		prefix = strings.TrimRight(prefix, "/")
+		if prefix == "" {
+			return nil, Serve, usagef("--lane %q would take every request; name a path prefix such as /reports", l)
+		}
+		c.Lanes = append(c.Lanes, Lane{Prefix: prefix, Workers: workers})
+		laneWorkers += workers
+	}
+	if laneWorkers > 0 && laneWorkers >= c.Workers {
+		return nil, Serve, usagef("--lane reserves %d of the %d workers; leave at least one for other requests (raise -w)", laneWorkers, c.Workers)
+	}
 	if c.WorkersMin != 0 || c.WorkersMax != 0 {
 		explicit := false
 		fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "w" || f.Name == "workers" })
@@ -483,6 +509,9 @@ Server:
       --max-requests-jitter N  add a random 0..N to --max-requests per worker
       --max-rss MB           recycle a worker whose resident memory passes MB
                              (checked between requests; default 0 = never)
+      --lane PREFIX=N        reserve N of the -w workers for requests whose path
+                             starts with PREFIX (they run only there), so one
+                             slow endpoint cannot occupy every worker; repeatable
       --workers-min N, --workers-max N
                              autoscale between N and M workers: add one while
                              requests wait over 100 ms, retire one idle for 30 s

@@ -42,6 +42,10 @@ type Config struct {
 	// from it.
 	Preload bool
 
+	// IDBase is added to worker ids, so that several pools (lanes) log
+	// distinct ids.
+	IDBase int
+
 	// Threads is how many requests one worker runs at once, in a thread
 	// pool (default 1: one at a time, fed in batches). A threaded worker is
 	// sent no more requests than it has free threads; the rest wait in Go.
@@ -121,6 +125,7 @@ func New(cfg Config, log *logging.Logger) *Pool {
 	}
 	p := &Pool{cfg: cfg, log: log, workers: make(map[int]*Worker), size: cfg.Workers, stopped: make(chan struct{})}
 	p.spawn = &execSpawner{spec: &p.cfg.Spec, timeout: cfg.BootTimeout, log: log}
+	p.nextID.Store(int64(cfg.IDBase))
 	return p
 }
 

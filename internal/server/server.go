@@ -68,7 +68,7 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 	if app == "" {
 		app = python.DemoModule + ":app"
 	}
-	p := pool.New(pool.Config{
+	poolCfg := pool.Config{
 		Spec: pool.Spec{
 			Python:     cfg.Python,
 			Script:     filepath.Join(pyDir, python.WorkerFile),
@@ -91,7 +91,18 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 		Preload:           cfg.Preload,
 		WorkersMin:        cfg.WorkersMin,
 		WorkersMax:        cfg.WorkersMax,
-	}, log)
+	}
+	p := &pools{}
+	for i, l := range cfg.Lanes {
+		// A lane is a pool of its own, fixed in size; its worker ids start
+		// at 1000 × its number, so logs tell the pools apart.
+		laneCfg := poolCfg
+		laneCfg.Workers, laneCfg.WorkersMin, laneCfg.WorkersMax = l.Workers, 0, 0
+		laneCfg.IDBase = 1000 * (i + 1)
+		p.lanes = append(p.lanes, bridge.Lane{Prefix: l.Prefix, Pool: pool.New(laneCfg, log)})
+		poolCfg.Workers -= l.Workers
+	}
+	p.main = pool.New(poolCfg, log)
 
 	ecfg := edge.Config{
 		LimitRequestLine:      cfg.LimitRequestLine,
@@ -110,7 +121,7 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 	if access != nil {
 		ecfg.AccessLog = access.Log
 	}
-	srv := edge.NewServer(ecfg, bridge.New(p, bridge.Options{RootPath: cfg.RootPath, Multiprocess: cfg.Workers > 1 || cfg.WorkersMax > 1, Multithread: cfg.Threads > 1}, log), log)
+	srv := edge.NewServer(ecfg, bridge.New(p.main, bridge.Options{RootPath: cfg.RootPath, Multiprocess: cfg.Workers > 1 || cfg.WorkersMax > 1, Multithread: cfg.Threads > 1, Lanes: p.lanes}, log), log)
 
 	// Bind first: a taken port is reported before any Python starts.
 	var listeners []net.Listener
@@ -183,6 +194,9 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 		threads = fmt.Sprintf(" with %d threads each", cfg.Threads)
 	}
 	log.Infof("Using %d worker%s%s (%s) for %s", cfg.Workers, plural(cfg.Workers), threads, cfg.Python, app)
+	for _, l := range cfg.Lanes {
+		log.Infof("Lane %s: %d worker%s reserved for its requests", l.Prefix, l.Workers, plural(l.Workers))
+	}
 
 	reloads := make(chan string, 1)
 	if cfg.Reload {
