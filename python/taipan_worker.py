@@ -13,11 +13,13 @@ once and forks the workers from itself; see ForkServer.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ast
 import faulthandler
 import fcntl
 import gc
 import importlib
+import inspect
 import io
 import json
 import marshal
@@ -31,7 +33,8 @@ import threading
 import traceback
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Deque, Iterable, List, Optional, Sequence, Set, Tuple
+from http import HTTPStatus
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 PROTOCOL = 1
 
@@ -549,7 +552,302 @@ class ThreadRunner(Worker):
             socket.send_fds(self.sock, [data], [fd])
 
 
-def serve_app(sock: socket.socket, app: WSGIApp, threads: int = 1) -> int:
+
+# --- ASGI ---------------------------------------------------------------------
+#
+# An ASGI app runs on one event loop per worker, many requests at once: Go
+# sends a worker as many as --worker-connections allows, each as the same
+# REQUEST frame a WSGI app gets, and the worker turns the environ into an
+# ASGI "http" scope. Bodies are complete when they arrive (inline, or a file
+# read in chunks). The frames of concurrent responses interleave, told apart
+# by their stream ids; asyncio's transport keeps each write whole.
+
+ASGI_INFO = {"version": "3.0", "spec_version": "2.3"}
+BODY_CHUNK = 64 * 1024
+WRITE_HIGH_WATER = 1 << 20
+
+
+def is_asgi(app: Any) -> bool:
+    """Tells an ASGI app (an async callable) from a WSGI one."""
+    if inspect.iscoroutinefunction(app):
+        return True
+    call = getattr(app, "__call__", None)
+    return inspect.iscoroutinefunction(call)
+
+
+def http_scope(environ: dict, state: dict) -> dict:
+    """Builds an ASGI http scope from the environ Go sent."""
+    headers = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name = key[5:].lower().replace("_", "-")
+        elif key == "CONTENT_TYPE":
+            name = "content-type"
+        elif key == "CONTENT_LENGTH":
+            name = "content-length"
+        else:
+            continue
+        headers.append((name.encode("latin-1"), value.encode("latin-1")))
+    raw_uri = environ.get("RAW_URI", "")
+    port = environ.get("REMOTE_PORT", "")
+    server_port = environ.get("SERVER_PORT", "")
+    return {
+        "type": "http",
+        "asgi": ASGI_INFO,
+        "http_version": environ.get("SERVER_PROTOCOL", "HTTP/1.1")[5:],
+        "method": environ["REQUEST_METHOD"],
+        "scheme": environ.get("wsgi.url_scheme", "http"),
+        "path": environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace"),
+        "raw_path": raw_uri.partition("?")[0].encode("latin-1"),
+        "query_string": environ.get("QUERY_STRING", "").encode("latin-1"),
+        "root_path": environ.get("SCRIPT_NAME", ""),
+        "headers": headers,
+        "client": (environ["REMOTE_ADDR"], int(port)) if port else None,
+        "server": (environ.get("SERVER_NAME", ""), int(server_port)) if server_port else None,
+        "state": dict(state),
+    }
+
+
+class AsgiRequest:
+    """One request's receive() and send(), and what it has sent."""
+
+    def __init__(self, conn: AsgiConnection, stream: int, body: Any) -> None:
+        self.conn = conn
+        self.stream = stream
+        self.body = body  # bytes, or an open file
+        self.body_done = False
+        self.disconnected = asyncio.Event()
+        self.status: Optional[str] = None
+        self.headers: Headers = []
+        self.sent = False
+        self.ended = False
+
+    async def receive(self) -> dict:
+        if not self.body_done:
+            if isinstance(self.body, (bytes, bytearray, memoryview)):
+                self.body_done = True
+                return {"type": "http.request", "body": bytes(self.body), "more_body": False}
+            chunk = self.body.read(BODY_CHUNK)
+            more = len(chunk) == BODY_CHUNK
+            self.body_done = not more
+            return {"type": "http.request", "body": chunk, "more_body": more}
+        await self.disconnected.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict) -> None:
+        kind = message["type"]
+        if self.ended or self.disconnected.is_set():
+            return  # the client is gone or the response is complete: nothing to do
+        if kind == "http.response.start":
+            if self.status is not None:
+                raise RuntimeError("http.response.start sent twice")
+            code = int(message["status"])
+            try:
+                phrase = HTTPStatus(code).phrase
+            except ValueError:
+                phrase = "Unknown"
+            self.status = "%d %s" % (code, phrase)
+            self.headers = [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in message.get("headers", ())]
+        elif kind == "http.response.body":
+            if self.status is None:
+                raise RuntimeError("http.response.body sent before http.response.start")
+            body = bytes(message.get("body", b""))
+            more = bool(message.get("more_body", False))
+            if not self.sent:
+                self.conn.write(head_frame(self.stream, self.status, self.headers, body, not more))
+                self.sent = True
+            elif body or not more:
+                self.conn.write(frame(BODY, self.stream, body, 0 if more else FLAG_END))
+            self.ended = not more
+            await self.conn.drain()
+        else:
+            raise RuntimeError("unsupported ASGI message %r in an http scope" % kind)
+
+
+class AsgiConnection(asyncio.Protocol):
+    """The worker's end of the socket to Go, on the event loop."""
+
+    def __init__(self, app: Any, state: dict) -> None:
+        self.app = app
+        self.state = state
+        self.transport: Any = None
+        self.pending = b""
+        self.requests: Dict[int, AsgiRequest] = {}
+        self.closed = asyncio.get_event_loop().create_future()
+        self.writable = asyncio.Event()
+        self.writable.set()
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        for request in self.requests.values():
+            request.disconnected.set()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    def write(self, data: bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Waits while Go reads slowly (backpressure from a slow client)."""
+        await self.writable.wait()
+
+    def data_received(self, data: bytes) -> None:
+        if self.pending:
+            data = self.pending + data
+        off, n = 0, len(data)
+        while n - off >= HEADER_SIZE:
+            length, kind, flags, _, stream = HEADER.unpack_from(data, off)
+            end = off + HEADER_SIZE + length
+            if end > n:
+                break
+            payload = data[off + HEADER_SIZE : end]
+            off = end
+            if kind == REQUEST:
+                self.start(stream, flags, payload)
+            elif kind == CANCEL:
+                request = self.requests.get(stream)
+                if request is not None:
+                    request.disconnected.set()
+            elif kind == PING:
+                self.write(frame(PONG, 0))
+        self.pending = data[off:]
+
+    def start(self, stream: int, flags: int, payload: bytes) -> None:
+        environ_len = U32.unpack_from(payload)[0]
+        environ = marshal.loads(payload[4 : 4 + environ_len])
+        if flags & FLAG_BODY_FILE:
+            body: Any = open(environ.pop("taipan.body_path"), "rb")
+        else:
+            body = payload[4 + environ_len :]
+        request = AsgiRequest(self, stream, body)
+        self.requests[stream] = request
+        asyncio.ensure_future(self.run(request, environ))
+
+    async def run(self, request: AsgiRequest, environ: dict) -> None:
+        try:
+            await self.app(http_scope(environ, self.state), request.receive, request.send)
+            if not request.sent:
+                self.log(LOG_ERROR, "ASGI app returned without a response for %s" % request_line(environ), request.stream)
+                self.write(head_frame(request.stream, *INTERNAL_ERROR, True))
+            elif not request.ended:
+                self.write(frame(ABORT, request.stream, b"the app returned before its response was complete"))
+        except Exception:
+            self.log(LOG_ERROR, "Error handling request %s\n%s" % (request_line(environ), traceback.format_exc()), request.stream)
+            if not request.sent:
+                self.write(head_frame(request.stream, *INTERNAL_ERROR, True))
+            elif not request.ended:
+                self.write(frame(ABORT, request.stream, b"app raised after the response head was sent"))
+        except asyncio.CancelledError:
+            self.write(frame(ABORT, request.stream, b"cancelled"))
+            raise
+        finally:
+            if not isinstance(request.body, (bytes, bytearray, memoryview)):
+                request.body.close()
+            del self.requests[request.stream]
+
+    def log(self, level: int, text: str, stream: int = 0) -> None:
+        self.write(frame(LOG, stream, bytes([level]) + text.encode("utf-8", "replace")))
+
+
+class Lifespan:
+    """Runs the ASGI lifespan protocol: startup before READY, shutdown at exit.
+    An app that does not support it (raises before receiving) is served anyway."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.state: dict = {}
+        self.inbox: asyncio.Queue = asyncio.Queue()
+        self.outbox: asyncio.Queue = asyncio.Queue()
+        self.task: Optional[asyncio.Future] = None
+        self.supported = True
+
+    async def run(self) -> None:
+        scope = {"type": "lifespan", "asgi": ASGI_INFO, "state": self.state}
+        try:
+            await self.app(scope, self.inbox.get, self.outbox.put)
+        except BaseException as exc:
+            await self.outbox.put({"type": "_raised", "exc": exc})
+
+    async def startup(self) -> Optional[str]:
+        """Returns why startup failed, or None."""
+        self.task = asyncio.ensure_future(self.run())
+        await self.inbox.put({"type": "lifespan.startup"})
+        message = await self.outbox.get()
+        if message["type"] == "lifespan.startup.complete":
+            return None
+        if message["type"] == "lifespan.startup.failed":
+            return "ASGI lifespan startup failed: %s" % message.get("message", "")
+        if message["type"] == "_raised":
+            if self.inbox.empty():  # it had taken the startup event: a real failure
+                exc = message["exc"]
+                return "ASGI lifespan startup raised:\n%s" % "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            self.supported = False
+            return None
+        return "ASGI lifespan: unexpected %r during startup" % message["type"]
+
+    async def shutdown(self) -> None:
+        if not self.supported or self.task is None or self.task.done():
+            return
+        await self.inbox.put({"type": "lifespan.shutdown"})
+        try:
+            message = await asyncio.wait_for(self.outbox.get(), timeout=30)
+        except asyncio.TimeoutError:
+            print("taipan: ASGI lifespan shutdown did not complete within 30s", file=sys.stderr)
+            return
+        if message["type"] == "lifespan.shutdown.failed":
+            print("taipan: ASGI lifespan shutdown failed: %s" % message.get("message", ""), file=sys.stderr)
+
+
+def new_event_loop(name: str) -> asyncio.AbstractEventLoop:
+    """uvloop when asked for or, with "auto", when it can be imported."""
+    if name in ("auto", "uvloop"):
+        try:
+            import uvloop  # type: ignore
+
+            return uvloop.new_event_loop()
+        except ImportError:
+            if name == "uvloop":
+                raise
+    return asyncio.new_event_loop()
+
+
+def serve_asgi(sock: socket.socket, app: Any, loop_name: str) -> int:
+    """Runs lifespan startup, reports READY and serves until Go closes the socket."""
+    try:
+        loop = new_event_loop(loop_name)
+    except ImportError:
+        sock.sendall(frame(BOOT_ERROR, 0, b"--loop uvloop: uvloop cannot be imported (Debian: apt-get install python3-uvloop)"))
+        return 1
+    asyncio.set_event_loop(loop)
+    lifespan = Lifespan(app)
+    problem = loop.run_until_complete(lifespan.startup())
+    if problem is not None:
+        sock.sendall(frame(BOOT_ERROR, 0, problem.encode("utf-8", "replace")))
+        return 1
+    ready = {"protocol": PROTOCOL, "pid": os.getpid(), "python": "%d.%d.%d" % sys.version_info[:3], "interface": "asgi"}
+    sock.sendall(frame(READY, 0, json.dumps(ready).encode()))
+    sock.setblocking(False)
+
+    async def serve() -> None:
+        _, conn = await loop.create_unix_connection(lambda: AsgiConnection(app, lifespan.state), sock=sock)
+        await conn.closed
+
+    loop.run_until_complete(serve())
+    loop.run_until_complete(lifespan.shutdown())
+    return 0
+
+
+def serve_app(sock: socket.socket, app: WSGIApp, threads: int = 1, interface: str = "wsgi", loop: str = "auto") -> int:
     """Reports READY and serves requests until Go closes the socket."""
     # A worker serves batches; waking it must not preempt the Go edge, which
     # would otherwise be interrupted mid-burst and hand over smaller batches.
@@ -559,6 +857,8 @@ def serve_app(sock: socket.socket, app: WSGIApp, threads: int = 1) -> int:
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     except (AttributeError, OSError):
         pass
+    if interface == "asgi" or (interface == "auto" and is_asgi(app)):
+        return serve_asgi(sock, app, loop)
     ready = {"protocol": PROTOCOL, "pid": os.getpid(), "python": "%d.%d.%d" % sys.version_info[:3], "interface": "wsgi"}
     sock.sendall(frame(READY, 0, json.dumps(ready).encode()))
     try:
@@ -582,6 +882,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--fork-server", action="store_true")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--worker-class", choices=("sync", "gevent"), default="sync")
+    parser.add_argument("--interface", choices=("auto", "wsgi", "asgi"), default="auto")
+    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto")
     args = parser.parse_args(argv)
 
     if args.fork_server:
@@ -616,7 +918,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         sock.sendall(frame(BOOT_ERROR, 0, text.encode("utf-8", "replace")))
         return 1
 
-    return serve_app(sock, app, args.threads)
+    return serve_app(sock, app, args.threads, args.interface, args.loop)
 
 
 # --- the fork server (--preload) ----------------------------------------------
@@ -648,11 +950,13 @@ BOOT_ERROR_MAX = 24 * 1024  # characters; a SEQPACKET message must fit the socke
 class ForkServer:
     """Forks workers from a process that has already imported the app."""
 
-    def __init__(self, ctrl: socket.socket, app: WSGIApp, post_fork: str, threads: int) -> None:
+    def __init__(self, ctrl: socket.socket, app: WSGIApp, args: argparse.Namespace) -> None:
         self.ctrl = ctrl
         self.app = app
-        self.post_fork = post_fork
-        self.threads = threads
+        self.post_fork = args.post_fork
+        self.threads = args.threads
+        self.interface = args.interface
+        self.loop = args.loop
         self.pid = os.getpid()
         self.children: Set[int] = set()
         self.pdeathsig = pdeathsig_setter()
@@ -806,7 +1110,7 @@ class ForkServer:
                     text = "Failed to run the post-fork hook %r:\n%s" % (self.post_fork, app_traceback(exc))
                     sock.sendall(frame(BOOT_ERROR, 0, text.encode("utf-8", "replace")))
                     return
-            code = serve_app(sock, self.app, self.threads)
+            code = serve_app(sock, self.app, self.threads, self.interface, self.loop)
         except BaseException:
             traceback.print_exc()
         finally:
@@ -868,7 +1172,7 @@ def fork_server(args: argparse.Namespace) -> int:
     # keeps the collector from writing to them (and copying their pages).
     gc.collect()
     gc.freeze()
-    server = ForkServer(ctrl, app, args.post_fork, args.threads)
+    server = ForkServer(ctrl, app, args)
     server.send({"ready": PROTOCOL, "pid": os.getpid(), "python": "%d.%d.%d" % sys.version_info[:3]})
     return server.run()
 

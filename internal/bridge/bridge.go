@@ -95,16 +95,29 @@ func (b *Bridge) Serve(w edge.ResponseWriter, r *edge.Request) {
 	}
 	finished := false
 	defer func() { job.Release(!finished) }()
-	for ev := range job.Events() {
-		done, err := b.forward(w, r, s, &ev)
-		ev.Release()
-		if err != nil {
-			// The client is gone: stop the app producing for nobody.
+	var gone <-chan struct{} // watched once a response streams
+	for {
+		select {
+		case ev := <-job.Events():
+			done, err := b.forward(w, r, s, &ev)
+			ev.Release()
+			if err != nil {
+				// The client is gone: stop the app producing for nobody.
+				w.Abort()
+				return
+			}
+			if done {
+				finished = true
+				return
+			}
+			if gone == nil && w.HeadWritten() {
+				// A streaming response may wait long between parts (server-
+				// sent events, long polls): notice a client that leaves
+				// meanwhile, so the app hears of it (CANCEL, http.disconnect).
+				gone = w.ClientGone()
+			}
+		case <-gone:
 			w.Abort()
-			return
-		}
-		if done {
-			finished = true
 			return
 		}
 	}

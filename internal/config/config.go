@@ -28,11 +28,15 @@ type Config struct {
 	// WorkerClass is the concurrency model of a worker: "sync" (one request
 	// at a time), "gthread" (--threads), or "gevent" (greenlets).
 	WorkerClass string
-	Python      string // absolute path of the interpreter
-	Chdir       string
-	PythonPath  []string
-	Env         []string // KEY=VALUE for the workers
-	RootPath    string   // SCRIPT_NAME
+	// WorkerConnections is how many requests a gevent or ASGI worker runs at once.
+	WorkerConnections int
+	Interface         string // "auto", "wsgi" or "asgi"
+	Loop              string // ASGI event loop: "auto", "asyncio" or "uvloop"
+	Python            string // absolute path of the interpreter
+	Chdir             string
+	PythonPath        []string
+	Env               []string // KEY=VALUE for the workers
+	RootPath          string   // SCRIPT_NAME
 
 	LogLevel      logging.Level
 	AccessLogFile string // "" none, "-" stdout
@@ -142,6 +146,8 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 	fs.IntVar(&c.Threads, "threads", c.Threads, "")
 	both("k", "worker-class", func(n string) { fs.StringVar(&c.WorkerClass, n, "sync", "") })
 	fs.IntVar(&workerConnections, "worker-connections", 1000, "")
+	fs.StringVar(&c.Interface, "interface", "auto", "")
+	fs.StringVar(&c.Loop, "loop", "auto", "")
 	fs.StringVar(&python, "python", "", "")
 	fs.StringVar(&c.Chdir, "chdir", "", "")
 	fs.Var(&paths, "pythonpath", "")
@@ -217,6 +223,16 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 	if c.Threads < 1 || c.Threads > 1024 {
 		return nil, Serve, usagef("--threads must be between 1 and 1024, got %d", c.Threads)
 	}
+	if workerConnections < 1 || workerConnections > 100000 {
+		return nil, Serve, usagef("--worker-connections must be between 1 and 100000, got %d", workerConnections)
+	}
+	c.WorkerConnections = workerConnections
+	if c.Interface != "auto" && c.Interface != "wsgi" && c.Interface != "asgi" {
+		return nil, Serve, usagef("--interface must be auto, wsgi or asgi, got %q", c.Interface)
+	}
+	if c.Loop != "auto" && c.Loop != "asyncio" && c.Loop != "uvloop" {
+		return nil, Serve, usagef("--loop must be auto, asyncio or uvloop, got %q", c.Loop)
+	}
 	switch c.WorkerClass {
 	case "sync", "gthread":
 		// As gunicorn: --threads above 1 means threads; gthread alone, 1 thread.
@@ -224,9 +240,6 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 			c.WorkerClass = "gthread"
 		}
 	case "gevent":
-		if workerConnections < 1 || workerConnections > 100000 {
-			return nil, Serve, usagef("--worker-connections must be between 1 and 100000, got %d", workerConnections)
-		}
 		c.Threads = workerConnections
 		if c.Preload {
 			return nil, Serve, usagef("--preload cannot be combined with -k gevent yet (the fork server does not monkey-patch)")
@@ -495,7 +508,12 @@ Server:
                              (for I/O-bound apps; default 1)
   -k, --worker-class K       sync (default), gthread (with --threads) or gevent
                              (each request in a greenlet; needs python3-gevent)
-      --worker-connections N requests a gevent worker runs at once (default 1000)
+      --worker-connections N requests a gevent or ASGI worker runs at once
+                             (default 1000)
+      --interface I          auto (default: ASGI for an async callable, else
+                             WSGI), wsgi or asgi
+      --loop L               ASGI event loop: auto (uvloop when importable),
+                             asyncio or uvloop
       --graceful-timeout S   on SIGTERM/SIGINT, seconds to finish in-flight and
                              queued requests before stopping (default 30)
       --boot-timeout S       seconds a worker has to load the app (default 60)

@@ -78,6 +78,9 @@ type conn struct {
 	rec    AccessRecord
 	linger bool // drain input before closing
 
+	peek    [1]byte // a byte read by a ClientGone watch, not yet consumed
+	hasPeek bool
+
 	readDeadline  time.Time // last deadline given to rwc, see setReadDeadline
 	writeDeadline time.Time
 }
@@ -117,6 +120,11 @@ type connReader struct {
 
 func (r *connReader) Read(p []byte) (int, error) {
 	c := r.c
+	if c.hasPeek && len(p) > 0 {
+		c.hasPeek = false
+		p[0] = c.peek[0]
+		return 1, nil
+	}
 	if c.bw.Buffered() > 0 {
 		if err := c.bw.Flush(); err != nil {
 			return 0, err

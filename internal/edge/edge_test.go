@@ -30,11 +30,12 @@ type testServer struct {
 	spillPath string
 	release   chan struct{} // /slow waits on it
 	entered   chan struct{} // /slow signals it
+	gone      chan bool     // /watch reports whether ClientGone fired
 }
 
 func newTestServer(t *testing.T, cfg Config) *testServer {
 	t.Helper()
-	ts := &testServer{t: t, log: new(bytes.Buffer), release: make(chan struct{}), entered: make(chan struct{}, 4)}
+	ts := &testServer{t: t, log: new(bytes.Buffer), release: make(chan struct{}), entered: make(chan struct{}, 4), gone: make(chan bool, 4)}
 	ts.srv = NewServer(cfg, HandlerFunc(ts.serve), logging.New(syncWriter{w: ts.log}, logging.Debug))
 	ln, err := ts.srv.Listen("127.0.0.1:0")
 	if err != nil {
@@ -70,6 +71,16 @@ func text(code int, status string) *ResponseHead {
 
 func (ts *testServer) serve(w ResponseWriter, r *Request) {
 	switch r.Path {
+	case "/watch":
+		// Streams a head, then waits for the client to leave or 300 ms.
+		w.WriteHead(text(200, "200 OK"), []byte("head;"), false)
+		select {
+		case <-w.ClientGone():
+			ts.gone <- true
+		case <-time.After(300 * time.Millisecond):
+			w.Write([]byte("tail;"))
+			ts.gone <- false
+		}
 	case "/stream":
 		w.WriteHead(text(200, "200 OK"), []byte("a"), false)
 		w.Write([]byte("b"))
@@ -818,5 +829,50 @@ func TestWriteTimeoutAndAbort(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Write never failed for a client that stopped reading")
+	}
+}
+
+// ClientGone fires when the client closes its connection mid-response, and
+// a watch that instead reads the next pipelined request leaves it intact.
+func TestClientGone(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	c := dial(t, ts.addr)
+	io.WriteString(c, "GET /watch HTTP/1.1\r\nHost: h\r\n\r\n")
+	br := bufio.NewReader(c)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(line, "head;") {
+			break
+		}
+	}
+	c.Close()
+	select {
+	case gone := <-ts.gone:
+		if !gone {
+			t.Fatal("ClientGone did not fire when the client closed")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("handler did not return")
+	}
+
+	// A client that sends its next request while the response streams.
+	c = dial(t, ts.addr)
+	io.WriteString(c, "GET /watch HTTP/1.1\r\nHost: h\r\n\r\n")
+	br = bufio.NewReader(c)
+	time.Sleep(100 * time.Millisecond) // the watch is reading by now
+	io.WriteString(c, "GET /cl HTTP/1.1\r\nHost: h\r\n\r\n")
+	_, body := readResp(t, br, "GET")
+	if body != "head;tail;" {
+		t.Fatalf("first response %q", body)
+	}
+	if gone := <-ts.gone; gone {
+		t.Fatal("ClientGone fired for a client that is still there")
+	}
+	resp, body := readResp(t, br, "GET")
+	if resp.StatusCode != 200 || body == "" {
+		t.Fatalf("pipelined request after the watch: %d %q", resp.StatusCode, body)
 	}
 }

@@ -125,6 +125,12 @@ type ResponseWriter interface {
 	Abort()
 	// HeadWritten reports whether WriteHead has been called.
 	HeadWritten() bool
+	// ClientGone returns a channel closed if the client closes its
+	// connection while the response is still being produced. Watching
+	// starts at the first call (a read in the background, so call it only
+	// for a response that may take a while, such as a stream) and ends
+	// when Serve returns.
+	ClientGone() <-chan struct{}
 }
 
 // Handler serves one request. When Serve returns, the response is finished

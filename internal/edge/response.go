@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 var (
@@ -32,6 +33,55 @@ type response struct {
 	closeAfter  bool  // close the connection after this response
 	aborted     bool  // the body must not be terminated
 	err         error // first write error; the client is gone
+	watch       *clientWatch
+}
+
+// clientWatch is a background read that notices a client going away.
+type clientWatch struct {
+	gone chan struct{} // closed when the client has closed its end
+	done chan struct{} // closed when the read has returned
+}
+
+// ClientGone starts watching the connection for the client going away.
+func (w *response) ClientGone() <-chan struct{} {
+	if w.watch != nil {
+		return w.watch.gone
+	}
+	c := w.c
+	w.watch = &clientWatch{gone: make(chan struct{}), done: make(chan struct{})}
+	if c.br.Buffered() > 0 || c.hasPeek {
+		// The client already sent more (a pipelined request): it is
+		// there, and its bytes must stay where they are.
+		close(w.watch.done)
+		return w.watch.gone
+	}
+	c.readDeadline = time.Time{}
+	c.rwc.SetReadDeadline(time.Time{})
+	go func(wt *clientWatch) {
+		defer close(wt.done)
+		n, err := c.rwc.Read(c.peek[:])
+		if n > 0 {
+			c.hasPeek = true // the start of the next request: keep it
+			return
+		}
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			close(wt.gone)
+		}
+	}(w.watch)
+	return w.watch.gone
+}
+
+// stopWatch ends the background read, if any, before the connection reads again.
+func (w *response) stopWatch() {
+	if w.watch == nil {
+		return
+	}
+	c := w.c
+	c.rwc.SetReadDeadline(time.Now()) // wakes the read
+	<-w.watch.done
+	c.readDeadline = time.Time{}
+	c.rwc.SetReadDeadline(time.Time{})
+	w.watch = nil
 }
 
 func (w *response) reset() {
@@ -331,6 +381,7 @@ func (w *response) SendFile(f *os.File, offset, n int64) error {
 // head was written, the terminating chunk, or a close when the body is
 // incomplete.
 func (w *response) finish() {
+	w.stopWatch()
 	if !w.headWritten && w.err == nil {
 		w.WriteHead(&ResponseHead{
 			Code:   500,

@@ -46,6 +46,10 @@ type Config struct {
 	// distinct ids.
 	IDBase int
 
+	// AsyncSlots is how many requests one ASGI worker runs at once on its
+	// event loop (default 1000).
+	AsyncSlots int
+
 	// Threads is how many requests one worker runs at once, in a thread
 	// pool (default 1: one at a time, fed in batches). A threaded worker is
 	// sent no more requests than it has free threads; the rest wait in Go.
@@ -103,6 +107,9 @@ func New(cfg Config, log *logging.Logger) *Pool {
 	}
 	if cfg.Threads < 1 {
 		cfg.Threads = 1
+	}
+	if cfg.AsyncSlots < 1 {
+		cfg.AsyncSlots = 1000
 	}
 	cfg.Spec.Threads = cfg.Threads
 	if cfg.StopTimeout <= 0 {
@@ -194,6 +201,9 @@ func (p *Pool) bootGeneration(n int) ([]*Worker, error) {
 func (p *Pool) adopt(w *Worker, gen uint64) {
 	w.gen = gen
 	w.slots = p.cfg.Threads
+	if w.Interface == "asgi" {
+		w.slots = p.cfg.AsyncSlots
+	}
 	if p.cfg.MaxRequests > 0 {
 		w.limit = p.cfg.MaxRequests
 		if p.cfg.MaxRequestsJitter > 0 {

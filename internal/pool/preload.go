@@ -288,6 +288,7 @@ func startForkServer(spec *Spec, timeout time.Duration, log *logging.Logger) (*f
 	if spec.Threads > 1 {
 		args = append(args, "--threads", strconv.Itoa(spec.Threads))
 	}
+	args = append(args, spec.interfaceArgs()...)
 	cmd := exec.Command(spec.Python, args...)
 	cmd.Dir = spec.Dir
 	cmd.Env = spec.Env

@@ -29,6 +29,8 @@ type Spec struct {
 	PostFork   string   // MODULE:CALLABLE run in each worker after it starts ("" = none)
 	Threads    int      // requests a worker runs at once (set by the pool from Config.Threads)
 	Gevent     bool     // run requests in greenlets (-k gevent)
+	Interface  string   // "auto" (detect), "wsgi" or "asgi"
+	Loop       string   // ASGI event loop: "auto", "asyncio" or "uvloop"
 }
 
 // args is the worker's command line after the interpreter.
@@ -46,6 +48,18 @@ func (s *Spec) args() []string {
 	}
 	if s.Gevent {
 		args = append(args, "--worker-class", "gevent")
+	}
+	return append(args, s.interfaceArgs()...)
+}
+
+// interfaceArgs are the worker flags for the app interface and event loop.
+func (s *Spec) interfaceArgs() []string {
+	var args []string
+	if s.Interface != "" {
+		args = append(args, "--interface", s.Interface)
+	}
+	if s.Loop != "" {
+		args = append(args, "--loop", s.Loop)
 	}
 	return args
 }

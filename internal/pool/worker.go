@@ -22,10 +22,11 @@ import (
 // goroutine delivers response frames to jobs; its writer goroutine sends
 // batches and control frames, so neither direction can stall the other.
 type Worker struct {
-	ID      int
-	Pid     int
-	Python  string // interpreter version the worker reported
-	started time.Time
+	ID        int
+	Pid       int
+	Python    string // interpreter version the worker reported
+	Interface string // "wsgi" or "asgi", as the worker reported
+	started   time.Time
 
 	proc   process
 	conn   *net.UnixConn
@@ -95,8 +96,9 @@ func (w *Worker) awaitReady(timeout time.Duration) error {
 	switch f.Kind {
 	case wire.KindReady:
 		var ready struct {
-			Protocol int    `json:"protocol"`
-			Python   string `json:"python"`
+			Protocol  int    `json:"protocol"`
+			Python    string `json:"python"`
+			Interface string `json:"interface"`
 		}
 		if err := json.Unmarshal(f.Payload, &ready); err != nil {
 			return fmt.Errorf("worker %d: bad READY frame: %w", w.ID, err)
@@ -104,7 +106,7 @@ func (w *Worker) awaitReady(timeout time.Duration) error {
 		if ready.Protocol != wire.Version {
 			return fmt.Errorf("worker %d speaks protocol %d, taipan speaks %d", w.ID, ready.Protocol, wire.Version)
 		}
-		w.Python = ready.Python
+		w.Python, w.Interface = ready.Python, ready.Interface
 		return nil
 	case wire.KindBootError:
 		return &BootError{Text: string(f.Payload)}

@@ -1,0 +1,166 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func startASGI(t *testing.T, app string, args ...string) *Server {
+	t.Helper()
+	requirePython(t, "fastapi", "python3-fastapi")
+	return Start(t, append(append([]string{"--pythonpath", appsDir(t)}, args...), "asgiapp:"+app)...)
+}
+
+// TestASGIFastAPI: a FastAPI app is detected as ASGI and served: lifespan
+// startup ran, path and query parameters, request bodies, streaming, errors.
+func TestASGIFastAPI(t *testing.T) {
+	t.Parallel()
+	s := startASGI(t, "fastapi_app", "-w", "1")
+	var item map[string]any
+	code, body := httpGet(t, s, "/items/42?q=caf%C3%A9")
+	if code != 200 || json.Unmarshal([]byte(body), &item) != nil {
+		t.Fatalf("/items: %d %s", code, body)
+	}
+	if item["item_id"] != 42.0 || item["q"] != "café" || item["startups"] != 1.0 {
+		t.Fatalf("/items: %v", item)
+	}
+	resp, err := http.Post(s.URL+"/echo", "application/x-test", strings.NewReader(strings.Repeat("x", 3<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo := readAll(t, resp)
+	if resp.StatusCode != 200 || echo != fmt.Sprintf("%d application/x-test", 3<<20) {
+		t.Fatalf("/echo of a 3 MiB body (spilled to a file): %d %q", resp.StatusCode, echo)
+	}
+	resp, err = http.Get(s.URL + "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, resp); got != "chunk0;chunk1;chunk2;" || len(resp.TransferEncoding) == 0 {
+		t.Fatalf("/stream: %q, transfer-encoding %v", got, resp.TransferEncoding)
+	}
+	if code, _ := httpGet(t, s, "/boom"); code != 500 {
+		t.Fatalf("/boom: %d, want 500", code)
+	}
+	if !s.WaitLog("asgi handler exploded 77", 5*time.Second) {
+		t.Fatalf("no traceback in the log:\n%s", s.Stderr())
+	}
+	if code, _ := httpGet(t, s, "/items/1"); code != 200 {
+		t.Fatalf("the worker stopped serving after an exception: %d", code)
+	}
+}
+
+// TestASGIScope: the http scope carries what the ASGI spec asks for.
+func TestASGIScope(t *testing.T) {
+	t.Parallel()
+	s := startASGI(t, "fastapi_app", "-w", "1", "--root-path", "/mnt")
+	var sc map[string]any
+	code, body := httpGet(t, s, "/mnt/scope?a=1&b=%20")
+	if code != 200 || json.Unmarshal([]byte(body), &sc) != nil {
+		t.Fatalf("/scope: %d %s", code, body)
+	}
+	if sc["path"] != "/scope" || sc["root_path"] != "/mnt" || sc["raw_path"] != "/mnt/scope" || sc["query_string"] != "a=1&b=%20" ||
+		sc["http_version"] != "1.1" || sc["scheme"] != "http" {
+		t.Fatalf("scope: %v", sc)
+	}
+	if client, ok := sc["client"].([]any); !ok || client[0] != "127.0.0.1" {
+		t.Fatalf("scope client: %v", sc["client"])
+	}
+	if asgi, ok := sc["asgi"].(map[string]any); !ok || asgi["version"] != "3.0" {
+		t.Fatalf("scope asgi: %v", sc["asgi"])
+	}
+}
+
+// TestASGIConcurrency: one ASGI worker runs many requests at once on its
+// event loop.
+func TestASGIConcurrency(t *testing.T) {
+	t.Parallel()
+	s := startASGI(t, "fastapi_app", "-w", "1")
+	peaks, pids, _ := overlapPeaks(t, s, 20)
+	if len(pids) != 1 || slices.Max(peaks) != 20 {
+		t.Fatalf("peak %v in %v, want 20 requests at once in one worker", peaks, pids)
+	}
+}
+
+// TestASGIDisconnect: when the client goes away mid-response, the app's
+// receive() returns http.disconnect.
+func TestASGIDisconnect(t *testing.T) {
+	t.Parallel()
+	s := startASGI(t, "raw_app", "-w", "1")
+	// Twice: the worker keeps serving after the first client left.
+	for range 2 {
+		marker := filepath.Join(t.TempDir(), "disconnect")
+		c := dialRaw(t, s.Addr)
+		fmt.Fprintf(c, "GET /?%s HTTP/1.1\r\nHost: x\r\n\r\n", marker)
+		br := bufio.NewReader(c)
+		line, _ := br.ReadString('\n')
+		if !strings.HasPrefix(line, "HTTP/1.1 200") {
+			t.Fatalf("status line %q", line)
+		}
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(l, "first;") {
+				break
+			}
+		}
+		c.Close()
+		ok := pollUntil(5*time.Second, func() bool {
+			b, err := os.ReadFile(marker)
+			return err == nil && string(b) == "http.disconnect"
+		})
+		if !ok {
+			t.Fatalf("the app did not receive http.disconnect\n%s", s.Stderr())
+		}
+	}
+}
+
+// TestASGILifespanFailure: a lifespan startup failure stops taipan with the
+// app's message and a non-zero exit.
+func TestASGILifespanFailure(t *testing.T) {
+	t.Parallel()
+	requirePython(t, "fastapi", "python3-fastapi")
+	code, out := runTaipan(t, 20*time.Second, "--python", pythonPath(), "-b", "127.0.0.1:0", "-w", "1",
+		"--pythonpath", appsDir(t), "asgiapp:failing_startup")
+	if code == 0 || !strings.Contains(out, "the database is on fire") || !strings.Contains(out, "lifespan startup failed") {
+		t.Fatalf("exit %d, output:\n%s", code, out)
+	}
+}
+
+func readAll(t *testing.T, resp *http.Response) string {
+	t.Helper()
+	defer resp.Body.Close()
+	var b strings.Builder
+	if _, err := bufio.NewReader(resp.Body).WriteTo(&b); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// TestASGIDjango: Django's ASGI handler through taipan: the admin login
+// with CSRF and sessions, as in the WSGI test, under a root path.
+func TestASGIDjango(t *testing.T) {
+	t.Parallel()
+	db := setupDjango(t)
+	s := Start(t, "--chdir", djangoDir(t),
+		"-e", "DJANGO_DB_PATH="+db,
+		"-e", "DJANGO_SETTINGS_MODULE=djangosite.settings",
+		"-e", "PYTHONDONTWRITEBYTECODE=1",
+		"-w", "1", "--root-path", "/mount", "djangosite.asgi:application")
+	c := fwClient(t, true, true)
+	resp, body := adminLogin(t, s, c, "/mount")
+	fwWantStatus(t, s, resp, body, 200)
+	if !strings.Contains(string(body), "Site administration") || resp.Request.URL.Path != "/mount/admin/" {
+		t.Fatalf("after login via ASGI: %s\n%s", resp.Request.URL, fwTrunc(body))
+	}
+}
