@@ -164,3 +164,66 @@ func TestASGIDjango(t *testing.T) {
 		t.Fatalf("after login via ASGI: %s\n%s", resp.Request.URL, fwTrunc(body))
 	}
 }
+
+// TestASGITimeout: a request past --timeout has its task cancelled (the log
+// names where it waited) and gets 504, while the worker and the requests
+// running beside it carry on.
+func TestASGITimeout(t *testing.T) {
+	t.Parallel()
+	s := startASGI(t, "fastapi_app", "-w", "1", "-t", "1")
+	pidBefore := s.WorkerPids()
+	other := make(chan int, 1)
+	go func() {
+		// Starts after /hang and ends after /hang's timeout, within its own.
+		time.Sleep(300 * time.Millisecond)
+		resp, err := timeoutClient(testTimeout).Get(s.URL + "/overlap?ms=900")
+		if err != nil {
+			other <- 0
+			return
+		}
+		resp.Body.Close()
+		other <- resp.StatusCode
+	}()
+	start := time.Now()
+	code, _ := httpGet(t, s, "/hang")
+	if code != 504 {
+		t.Fatalf("/hang: %d, want 504", code)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("504 after %v", d)
+	}
+	if got := <-other; got != 200 {
+		t.Fatalf("the request running beside it got %d, want 200 (the worker must not be killed)", got)
+	}
+	if !s.WaitLog("wait_for_the_async_lock_forever", 5*time.Second) || !strings.Contains(s.Stderr(), "Request timed out") {
+		t.Fatalf("no timeout log naming the coroutine:\n%s", s.Stderr())
+	}
+	if after := s.WorkerPids(); len(after) != 1 || after[0] != pidBefore[0] {
+		t.Fatalf("worker pids %v -> %v: the worker was replaced", pidBefore, after)
+	}
+}
+
+// TestASGITimeoutBlockedLoop: a handler that blocks the event loop cannot be
+// cancelled, so after the grace its worker is killed (stack logged) and
+// replaced; the request gets 504.
+func TestASGITimeoutBlockedLoop(t *testing.T) {
+	t.Parallel()
+	s := startASGI(t, "fastapi_app", "-w", "1", "-t", "1")
+	before := s.WorkerPids()
+	if code, _ := httpGet(t, s, "/block"); code != 504 {
+		t.Fatalf("/block: %d, want 504", code)
+	}
+	if !s.WaitLog("WORKER TIMEOUT", 5*time.Second) || !strings.Contains(s.Stderr(), "in block") {
+		t.Fatalf("no kill with a stack naming the handler:\n%s", s.Stderr())
+	}
+	ok := pollUntil(10*time.Second, func() bool {
+		after := s.WorkerPids()
+		return len(after) == 1 && after[0] != before[0]
+	})
+	if !ok {
+		t.Fatalf("worker not replaced: %v -> %v", before, s.WorkerPids())
+	}
+	if code, _ := httpGet(t, s, "/items/1"); code != 200 {
+		t.Fatalf("after the replacement: %d", code)
+	}
+}

@@ -62,6 +62,7 @@ PONG = 0x17
 
 FLAG_BODY_FILE = 0x01
 FLAG_END = 0x01
+FLAG_CANCEL_TIMEOUT = 0x01  # CANCEL: the request ran past --timeout
 
 LOG_ERROR = 40
 
@@ -621,6 +622,8 @@ class AsgiRequest:
         self.headers: Headers = []
         self.sent = False
         self.ended = False
+        self.task: Optional[asyncio.Future] = None
+        self.line = ""
 
     async def receive(self) -> dict:
         if not self.body_done:
@@ -718,6 +721,8 @@ class AsgiConnection(asyncio.Protocol):
                 request = self.requests.get(stream)
                 if request is not None:
                     request.disconnected.set()
+                    if flags & FLAG_CANCEL_TIMEOUT and request.task is not None:
+                        self.cancel_for_timeout(request)
             elif kind == PING:
                 self.write(frame(PONG, 0))
         self.pending = data[off:]
@@ -730,8 +735,15 @@ class AsgiConnection(asyncio.Protocol):
         else:
             body = payload[4 + environ_len :]
         request = AsgiRequest(self, stream, body)
+        request.line = request_line(environ)
         self.requests[stream] = request
-        asyncio.ensure_future(self.run(request, environ))
+        request.task = asyncio.ensure_future(self.run(request, environ))
+
+    def cancel_for_timeout(self, request: AsgiRequest) -> None:
+        """Logs where the request's task is waiting, then cancels it."""
+        where = awaiting_stack(request.task.get_coro())
+        self.log(LOG_ERROR, "Request timed out: %s; cancelling its task, which waits in (outermost first):\n%s" % (request.line, where), request.stream)
+        request.task.cancel()
 
     async def run(self, request: AsgiRequest, environ: dict) -> None:
         try:
@@ -757,6 +769,19 @@ class AsgiConnection(asyncio.Protocol):
 
     def log(self, level: int, text: str, stream: int = 0) -> None:
         self.write(frame(LOG, stream, bytes([level]) + text.encode("utf-8", "replace")))
+
+
+def awaiting_stack(coro: Any) -> str:
+    """Follows a coroutine through what it awaits, down to where it waits:
+    a task's own stack shows only its outermost frame."""
+    lines = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        lines.append('  File "%s", line %d, in %s' % (frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name))
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return "\n".join(lines) or "  (no frames)"
 
 
 class Lifespan:

@@ -92,3 +92,21 @@ async def failing_startup(scope, receive, send):
     if scope["type"] == "lifespan":
         await receive()
         await send({"type": "lifespan.startup.failed", "message": "the database is on fire"})
+
+
+@fastapi_app.get("/hang")
+async def hang() -> dict:
+    await wait_for_the_async_lock_forever()
+    return {}
+
+
+async def wait_for_the_async_lock_forever() -> None:
+    await asyncio.sleep(3600)
+
+
+@fastapi_app.get("/block")
+async def block() -> dict:
+    import time
+
+    time.sleep(30)  # blocks the event loop: cancelling cannot stop it
+    return {}

@@ -59,10 +59,11 @@ type Job struct {
 	queued time.Time // when it was queued (only kept when autoscaling)
 
 	// Guarded by the worker's mutex:
-	started  time.Time // when it started running, or last produced output
-	timedOut bool      // it ran past the timeout and its worker is being killed
-	events   chan Event
-	gone     chan struct{} // closed when the receiver stops listening
+	started   time.Time // when it started running, or last produced output
+	timedOut  bool      // it ran past the timeout
+	cancelled time.Time // when its ASGI task was cancelled for it
+	events    chan Event
+	gone      chan struct{} // closed when the receiver stops listening
 
 	mu       sync.Mutex
 	worker   *Worker // set once dispatched

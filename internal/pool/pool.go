@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"taipan/internal/logging"
+	"taipan/internal/wire"
 )
 
 // Config is the resolved configuration of a pool.
@@ -628,6 +629,9 @@ func (p *Pool) check(w *Worker, now time.Time) {
 	if killed {
 		return
 	}
+	if w.Interface == "asgi" && p.cfg.Timeout > 0 && running != nil && p.cancelTimedOut(w, now) {
+		return
+	}
 	switch {
 	case running != nil && p.cfg.Timeout > 0 && elapsed > p.cfg.Timeout:
 		w.mu.Lock()
@@ -653,6 +657,37 @@ func (p *Pool) check(w *Worker, now time.Time) {
 	case !busy && pingAge == 0 && idleFor > p.cfg.HeartbeatInterval:
 		w.ping(now)
 	}
+}
+
+// asyncCancelGrace is how long an ASGI task has to end after its request
+// timed out and it was cancelled, before its worker is killed.
+const asyncCancelGrace = 2 * time.Second
+
+// cancelTimedOut handles timeouts on an ASGI worker, where one request's
+// task can be cancelled without killing the others: a request past the
+// timeout is cancelled (CANCEL with the TIMEOUT flag; the worker logs its
+// task's stack and ends the stream, and the client gets 504). It reports
+// false when a cancelled task has not ended within asyncCancelGrace (the
+// event loop is blocked), and the caller kills the worker.
+func (p *Pool) cancelTimedOut(w *Worker, now time.Time) bool {
+	w.mu.Lock()
+	var cancel []*Job
+	stuck := false
+	for _, j := range w.inflight {
+		switch {
+		case !j.cancelled.IsZero():
+			stuck = stuck || now.Sub(j.cancelled) > asyncCancelGrace
+		case now.Sub(j.started) > p.cfg.Timeout:
+			j.timedOut, j.cancelled = true, now
+			cancel = append(cancel, j)
+		}
+	}
+	w.mu.Unlock()
+	for _, j := range cancel {
+		p.log.Errorf("Request timed out: worker %d (pid %d) ran %s for over %v; cancelling its task", w.ID, w.Pid, j, p.cfg.Timeout)
+		w.write(wire.AppendHeader(nil, wire.Header{Kind: wire.KindCancel, Flags: wire.FlagCancelTimeout, Stream: j.stream}))
+	}
+	return !stuck
 }
 
 // overLimit reports why w should be recycled ("" if it should not): it has

@@ -236,6 +236,10 @@ func (w *Worker) readLoop(p *Pool) error {
 			continue
 		}
 		ev := Event{Kind: f.Kind, Flags: f.Flags, Payload: f.Payload, File: f.File, frame: f}
+		if f.Kind == wire.KindAbort && w.timedOut(j) {
+			// The task was cancelled for the timeout: the client gets 504.
+			ev = Event{Err: ErrTimeout, frame: f}
+		}
 		end := ev.End()
 		j.deliver(ev)
 		if end {
@@ -246,6 +250,13 @@ func (w *Worker) readLoop(p *Pool) error {
 			w.progress(j)
 		}
 	}
+}
+
+// timedOut reports whether j ran past the timeout.
+func (w *Worker) timedOut(j *Job) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return j.timedOut
 }
 
 // job finds the in-flight job of a stream.

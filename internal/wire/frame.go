@@ -78,6 +78,9 @@ func (k Kind) String() string {
 const (
 	FlagBodyFile uint8 = 0x01 // REQUEST: body is in the file named by taipan.body_path
 	FlagEnd      uint8 = 0x01 // HEAD, BODY: this frame ends the response
+	// FlagCancelTimeout marks a CANCEL sent because the request ran past
+	// the timeout: an ASGI worker cancels the request's task.
+	FlagCancelTimeout uint8 = 0x01
 )
 
 // Header is a decoded frame header.
