@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared shell helpers for bench/asgi and bench/io (sourced, not run).
 #
 # The caller sets PROG (its name, for messages), PYTHON, TOOL (benchtool.py,
