@@ -13,7 +13,6 @@ once and forks the workers from itself; see ForkServer.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ast
 import faulthandler
 import fcntl
@@ -32,7 +31,6 @@ import sys
 import threading
 import traceback
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
@@ -491,6 +489,8 @@ class ThreadedWorker:
         self.reader = Worker(sock, app)
         self.send_lock = threading.Lock()
         self.local = threading.local()
+        from concurrent.futures import ThreadPoolExecutor
+
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="taipan-request")
 
     def serve(self) -> None:
@@ -564,6 +564,10 @@ class ThreadRunner(Worker):
 # by their stream ids; asyncio's transport keeps each write whole.
 
 ASGI_INFO = {"version": "3.0", "spec_version": "2.3"}
+
+# asyncio costs a worker about 7 MB of memory, so only ASGI workers import it
+# (serve_asgi binds this name); the code below runs only after that.
+asyncio: Any = None
 BODY_CHUNK = 64 * 1024
 WRITE_HIGH_WATER = 1 << 20
 
@@ -667,8 +671,10 @@ class AsgiRequest:
             raise RuntimeError("unsupported ASGI message %r in an http scope" % kind)
 
 
-class AsgiConnection(asyncio.Protocol):
-    """The worker's end of the socket to Go, on the event loop."""
+class AsgiConnection:
+    """The worker's end of the socket to Go, on the event loop (an asyncio
+    protocol, by its methods: subclassing asyncio.Protocol would make every
+    worker import asyncio)."""
 
     def __init__(self, app: Any, state: dict) -> None:
         self.app = app
@@ -689,6 +695,9 @@ class AsgiConnection(asyncio.Protocol):
             request.disconnected.set()
         if not self.closed.done():
             self.closed.set_result(None)
+
+    def eof_received(self) -> None:
+        return None  # close the transport
 
     def pause_writing(self) -> None:
         self.writable.clear()
@@ -848,6 +857,8 @@ def new_event_loop(name: str) -> asyncio.AbstractEventLoop:
 
 def serve_asgi(sock: socket.socket, app: Any, loop_name: str) -> int:
     """Runs lifespan startup, reports READY and serves until Go closes the socket."""
+    global asyncio
+    import asyncio
     try:
         loop = new_event_loop(loop_name)
     except ImportError:
