@@ -227,3 +227,23 @@ func TestASGITimeoutBlockedLoop(t *testing.T) {
 		t.Fatalf("after the replacement: %d", code)
 	}
 }
+
+// TestASGILoops: --loop asyncio and --loop uvloop both serve; the app sees
+// which loop runs it.
+func TestASGILoops(t *testing.T) {
+	t.Parallel()
+	for _, loop := range []string{"asyncio", "uvloop"} {
+		t.Run(loop, func(t *testing.T) {
+			t.Parallel()
+			if loop == "uvloop" {
+				requirePython(t, "uvloop", "python3-uvloop")
+			}
+			s := startASGI(t, "fastapi_app", "-w", "1", "--loop", loop)
+			code, body := httpGet(t, s, "/loop")
+			want := map[string]string{"asyncio": "asyncio", "uvloop": "uvloop"}[loop]
+			if code != 200 || !strings.Contains(body, want) {
+				t.Fatalf("/loop with --loop %s: %d %s", loop, code, body)
+			}
+		})
+	}
+}

@@ -110,3 +110,8 @@ async def block() -> dict:
 
     time.sleep(30)  # blocks the event loop: cancelling cannot stop it
     return {}
+
+
+@fastapi_app.get("/loop")
+async def loop() -> PlainTextResponse:
+    return PlainTextResponse(type(asyncio.get_running_loop()).__module__)
