@@ -33,6 +33,7 @@ func TestMain(m *testing.M) {
 	}
 	taipanBin = filepath.Join(dir, "taipan")
 	build := exec.Command("go", "build", "-o", taipanBin, "../cmd/taipan")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // as shipped: static, no cgo
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building taipan:", err)
