@@ -48,6 +48,8 @@ FILE_RANGE = struct.Struct("<QQ")
 REQUEST = 0x01
 CANCEL = 0x02
 PING = 0x03
+WS_RECEIVE = 0x04
+WS_DISCONNECT = 0x05
 # worker -> Go
 READY = 0x10
 BOOT_ERROR = 0x11
@@ -57,9 +59,15 @@ FILE = 0x14
 ABORT = 0x15
 LOG = 0x16
 PONG = 0x17
+WS_ACCEPT = 0x18
+WS_SEND = 0x19
+WS_CLOSE = 0x1A
+WS_ACK = 0x1B
 
 FLAG_BODY_FILE = 0x01
+FLAG_WEBSOCKET = 0x02
 FLAG_END = 0x01
+FLAG_TEXT = 0x01  # WS_RECEIVE, WS_SEND: a text message
 FLAG_CANCEL_TIMEOUT = 0x01  # CANCEL: the request ran past --timeout
 
 LOG_ERROR = 40
@@ -557,11 +565,16 @@ class ThreadRunner(Worker):
 # --- ASGI ---------------------------------------------------------------------
 #
 # An ASGI app runs on one event loop per worker, many requests at once: Go
-# sends a worker as many as --worker-connections allows, each as the same
-# REQUEST frame a WSGI app gets, and the worker turns the environ into an
-# ASGI "http" scope. Bodies are complete when they arrive (inline, or a file
-# read in chunks). The frames of concurrent responses interleave, told apart
-# by their stream ids; asyncio's transport keeps each write whole.
+# sends a worker as many as --worker-connections allows. For an ASGI worker
+# Go encodes the whole scope (docs/protocol.md), so the worker adds only the
+# objects ("asgi", "state", "extensions"). Bodies are complete when they
+# arrive (inline, or a file read in chunks). The frames of concurrent
+# responses interleave, told apart by their stream ids; asyncio's transport
+# keeps each write whole.
+#
+# A WebSocket is a long stream: Go does the handshake and the framing
+# (RFC 6455) and relays whole messages; the worker turns them into
+# websocket.* events.
 
 ASGI_INFO = {"version": "3.0", "spec_version": "2.3"}
 
@@ -570,6 +583,13 @@ ASGI_INFO = {"version": "3.0", "spec_version": "2.3"}
 asyncio: Any = None
 BODY_CHUNK = 64 * 1024
 WRITE_HIGH_WATER = 1 << 20
+
+# WebSocket flow control (docs/protocol.md): Go stops reading a client while
+# WS_WINDOW bytes of its messages wait here untaken; each message counts its
+# payload plus WS_MESSAGE_COST. The worker returns credit with WS_ACK.
+WS_WINDOW = 1 << 20
+WS_MESSAGE_COST = 16
+CLOSE_CODE = struct.Struct("<H")
 
 
 def is_asgi(app: Any) -> bool:
@@ -580,45 +600,37 @@ def is_asgi(app: Any) -> bool:
     return inspect.iscoroutinefunction(call)
 
 
-def http_scope(environ: dict, state: dict) -> dict:
-    """Builds an ASGI http scope from the environ Go sent."""
-    headers = []
-    for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            name = key[5:].lower().replace("_", "-")
-        elif key == "CONTENT_TYPE":
-            name = "content-type"
-        elif key == "CONTENT_LENGTH":
-            name = "content-length"
-        else:
-            continue
-        headers.append((name.encode("latin-1"), value.encode("latin-1")))
-    raw_uri = environ.get("RAW_URI", "")
-    port = environ.get("REMOTE_PORT", "")
-    server_port = environ.get("SERVER_PORT", "")
-    return {
-        "type": "http",
-        "asgi": ASGI_INFO,
-        "http_version": environ.get("SERVER_PROTOCOL", "HTTP/1.1")[5:],
-        "method": environ["REQUEST_METHOD"],
-        "scheme": environ.get("wsgi.url_scheme", "http"),
-        "path": environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace"),
-        "raw_path": raw_uri.partition("?")[0].encode("latin-1"),
-        "query_string": environ.get("QUERY_STRING", "").encode("latin-1"),
-        "root_path": environ.get("SCRIPT_NAME", ""),
-        "headers": headers,
-        "client": (environ["REMOTE_ADDR"], int(port)) if port else None,
-        "server": (environ.get("SERVER_NAME", ""), int(server_port)) if server_port else None,
-        "state": dict(state),
-    }
+def scope_line(scope: dict) -> str:
+    """The request line of a scope, for logs."""
+    target = scope["raw_path"].decode("latin-1")
+    if scope["query_string"]:
+        target += "?" + scope["query_string"].decode("latin-1")
+    return "%s %s" % (scope.get("method", "GET"), target)
+
+
+def status_line(code: int) -> str:
+    try:
+        return "%d %s" % (code, HTTPStatus(code).phrase)
+    except ValueError:
+        return "%d Unknown" % code
+
+
+def latin1_headers(headers: Iterable[Tuple[bytes, bytes]]) -> Headers:
+    return [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in headers]
+
+
+class ClientDisconnected(OSError):
+    """send() on a WebSocket whose client has gone (the ASGI spec asks for
+    an OSError subclass)."""
 
 
 class AsgiRequest:
     """One request's receive() and send(), and what it has sent."""
 
-    def __init__(self, conn: AsgiConnection, stream: int, body: Any) -> None:
+    def __init__(self, conn: AsgiConnection, stream: int, scope: dict, body: Any) -> None:
         self.conn = conn
         self.stream = stream
+        self.scope = scope
         self.body = body  # bytes, or an open file
         self.body_done = False
         self.disconnected = asyncio.Event()
@@ -627,7 +639,10 @@ class AsgiRequest:
         self.sent = False
         self.ended = False
         self.task: Optional[asyncio.Future] = None
-        self.line = ""
+
+    def cancel(self) -> None:
+        """The client went away (CANCEL)."""
+        self.disconnected.set()
 
     async def receive(self) -> dict:
         if not self.body_done:
@@ -646,29 +661,194 @@ class AsgiRequest:
         if self.ended or self.disconnected.is_set():
             return  # the client is gone or the response is complete: nothing to do
         if kind == "http.response.start":
-            if self.status is not None:
-                raise RuntimeError("http.response.start sent twice")
-            code = int(message["status"])
-            try:
-                phrase = HTTPStatus(code).phrase
-            except ValueError:
-                phrase = "Unknown"
-            self.status = "%d %s" % (code, phrase)
-            self.headers = [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in message.get("headers", ())]
+            self.start_response(message)
         elif kind == "http.response.body":
-            if self.status is None:
-                raise RuntimeError("http.response.body sent before http.response.start")
-            body = bytes(message.get("body", b""))
-            more = bool(message.get("more_body", False))
-            if not self.sent:
-                self.conn.write(head_frame(self.stream, self.status, self.headers, body, not more))
-                self.sent = True
-            elif body or not more:
-                self.conn.write(frame(BODY, self.stream, body, 0 if more else FLAG_END))
-            self.ended = not more
-            await self.conn.drain()
+            await self.send_body(message)
         else:
             raise RuntimeError("unsupported ASGI message %r in an http scope" % kind)
+
+    def start_response(self, message: dict) -> None:
+        if self.status is not None:
+            raise RuntimeError("the response was started twice")
+        self.status = status_line(int(message["status"]))
+        self.headers = latin1_headers(message.get("headers", ()))
+
+    async def send_body(self, message: dict) -> None:
+        if self.status is None:
+            raise RuntimeError("a response body was sent before the response start")
+        body = bytes(message.get("body", b""))
+        more = bool(message.get("more_body", False))
+        if not self.sent:
+            self.conn.write(head_frame(self.stream, self.status, self.headers, body, not more))
+            self.sent = True
+        elif body or not more:
+            self.conn.write(frame(BODY, self.stream, body, 0 if more else FLAG_END))
+        self.ended = not more
+        await self.conn.drain()
+
+    async def run(self, app: Any) -> None:
+        conn = self.conn
+        try:
+            await app(self.scope, self.receive, self.send)
+            if not self.sent:
+                conn.log(LOG_ERROR, "ASGI app returned without a response for %s" % scope_line(self.scope), self.stream)
+                conn.write(head_frame(self.stream, *INTERNAL_ERROR, True))
+            elif not self.ended:
+                conn.write(frame(ABORT, self.stream, b"the app returned before its response was complete"))
+        except Exception:
+            conn.log(LOG_ERROR, "Error handling request %s\n%s" % (scope_line(self.scope), traceback.format_exc()), self.stream)
+            if not self.sent:
+                conn.write(head_frame(self.stream, *INTERNAL_ERROR, True))
+            elif not self.ended:
+                conn.write(frame(ABORT, self.stream, b"app raised after the response head was sent"))
+        except asyncio.CancelledError:
+            conn.write(frame(ABORT, self.stream, b"cancelled"))
+            raise
+        finally:
+            if not isinstance(self.body, (bytes, bytearray, memoryview)):
+                self.body.close()
+            del conn.requests[self.stream]
+
+
+class AsgiWebSocket(AsgiRequest):
+    """One WebSocket session: websocket.connect, then the client's messages
+    as Go relays them; accept, messages and close go back to Go. Before
+    accepting, the app may instead deny the handshake with an HTTP response
+    (the websocket.http.response extension), which reuses AsgiRequest's."""
+
+    CONNECTING, ACCEPTED, CLOSED, RESPONDING = range(4)
+
+    def __init__(self, conn: AsgiConnection, stream: int, scope: dict) -> None:
+        super().__init__(conn, stream, scope, b"")
+        self.state = self.CONNECTING
+        self.connect_sent = False
+        self.inbox: Deque[Tuple[dict, int]] = deque()
+        self.waiter: Optional[asyncio.Future] = None
+        self.gone: Optional[dict] = None  # websocket.disconnect, once the client left
+        self.unacked = 0  # cost of messages received and not acknowledged to Go
+        self.taken = 0  # of which the app has taken
+
+    def wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def deliver(self, payload: bytes, text: bool) -> None:
+        """A message from the client (WS_RECEIVE)."""
+        if text:
+            message = {"type": "websocket.receive", "text": payload.decode("utf-8")}
+        else:
+            message = {"type": "websocket.receive", "bytes": payload}
+        cost = len(payload) + WS_MESSAGE_COST
+        self.unacked += cost
+        self.inbox.append((message, cost))
+        self.wake()
+
+    def disconnect(self, code: int, reason: str = "") -> None:
+        """The client closed or dropped (WS_DISCONNECT, or CANCEL)."""
+        if self.gone is None:
+            self.gone = {"type": "websocket.disconnect", "code": code, "reason": reason}
+            self.wake()
+
+    def cancel(self) -> None:
+        super().cancel()
+        self.disconnect(1006)
+
+    def took(self, cost: int) -> None:
+        """Returns credit to Go as the app takes messages: in quarter
+        windows, or at once while Go waits for it (it stops reading at a
+        full window, which this side sees as unacked reaching it)."""
+        self.taken += cost
+        if self.taken >= WS_WINDOW // 4 or self.unacked >= WS_WINDOW:
+            self.conn.write(frame(WS_ACK, self.stream, U32.pack(self.taken)))
+            self.unacked -= self.taken
+            self.taken = 0
+
+    async def receive(self) -> dict:
+        if not self.connect_sent:
+            self.connect_sent = True
+            return {"type": "websocket.connect"}
+        while True:
+            if self.inbox:
+                message, cost = self.inbox.popleft()
+                self.took(cost)
+                return message
+            if self.gone is not None:
+                return self.gone
+            self.waiter = asyncio.get_event_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+    async def send(self, message: dict) -> None:
+        kind = message["type"]
+        state = self.state
+        if kind == "websocket.send":
+            if self.gone is not None:
+                raise ClientDisconnected("the WebSocket client has disconnected")
+            if state != self.ACCEPTED:
+                raise RuntimeError("websocket.send before websocket.accept or after websocket.close")
+            text = message.get("text")
+            if text is not None:
+                self.conn.write(frame(WS_SEND, self.stream, text.encode("utf-8"), FLAG_TEXT))
+            else:
+                self.conn.write(frame(WS_SEND, self.stream, bytes(message.get("bytes") or b"")))
+            await self.conn.drain()
+        elif kind == "websocket.accept":
+            if state != self.CONNECTING:
+                raise RuntimeError("websocket.accept sent twice, or after a close or a response")
+            subprotocol = message.get("subprotocol")
+            headers = latin1_headers(message.get("headers", ()))
+            self.conn.write(frame(WS_ACCEPT, self.stream, marshal.dumps((subprotocol, headers), 2)))
+            self.state = self.ACCEPTED
+        elif kind == "websocket.close":
+            if state == self.CONNECTING:
+                # Closing before accepting denies the handshake: HTTP 403.
+                self.conn.write(head_frame(self.stream, "403 Forbidden", [("Content-Type", "text/plain; charset=utf-8")], b"Forbidden\n", True))
+                self.sent = self.ended = True
+                self.state = self.CLOSED
+            elif state == self.ACCEPTED:
+                code = int(message.get("code") or 1000)
+                reason = (message.get("reason") or "").encode("utf-8")
+                self.conn.write(frame(WS_CLOSE, self.stream, CLOSE_CODE.pack(code) + reason))
+                self.state = self.CLOSED
+        elif kind == "websocket.http.response.start":
+            if state != self.CONNECTING:
+                raise RuntimeError("websocket.http.response.start after the handshake was answered")
+            self.state = self.RESPONDING
+            self.start_response(message)
+        elif kind == "websocket.http.response.body":
+            if state != self.RESPONDING or self.ended:
+                raise RuntimeError("websocket.http.response.body without websocket.http.response.start")
+            await self.send_body(message)
+        else:
+            raise RuntimeError("unsupported ASGI message %r in a websocket scope" % kind)
+
+    async def run(self, app: Any) -> None:
+        conn, stream = self.conn, self.stream
+        try:
+            await app(self.scope, self.receive, self.send)
+            raised = False
+        except Exception:
+            conn.log(LOG_ERROR, "Error in WebSocket %s\n%s" % (scope_line(self.scope), traceback.format_exc()), stream)
+            raised = True
+        except asyncio.CancelledError:
+            conn.write(frame(ABORT, stream, b"cancelled"))
+            del conn.requests[stream]
+            raise
+        state = self.state
+        if state == self.CONNECTING:
+            if not raised:
+                conn.log(LOG_ERROR, "ASGI app returned without accepting or closing the WebSocket %s" % scope_line(self.scope), stream)
+            conn.write(head_frame(stream, *INTERNAL_ERROR, True))
+        elif state == self.RESPONDING and not self.ended:
+            conn.write(frame(ABORT, stream, b"the app did not finish its response"))
+        elif state == self.ACCEPTED:
+            # Returning without a close closes normally; raising, with 1011.
+            conn.write(frame(ABORT, stream, b"app raised") if raised else frame(WS_CLOSE, stream, CLOSE_CODE.pack(1000), FLAG_END))
+        elif state == self.CLOSED and not self.ended:
+            conn.write(frame(WS_CLOSE, stream, b"", FLAG_END))
+        del conn.requests[stream]
 
 
 class AsgiConnection:
@@ -692,7 +872,7 @@ class AsgiConnection:
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         for request in self.requests.values():
-            request.disconnected.set()
+            request.cancel()
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -726,10 +906,19 @@ class AsgiConnection:
             off = end
             if kind == REQUEST:
                 self.start(stream, flags, payload)
+            elif kind == WS_RECEIVE:
+                ws = self.requests.get(stream)
+                if isinstance(ws, AsgiWebSocket):
+                    ws.deliver(payload, bool(flags & FLAG_TEXT))
+            elif kind == WS_DISCONNECT:
+                ws = self.requests.get(stream)
+                if isinstance(ws, AsgiWebSocket):
+                    code = CLOSE_CODE.unpack_from(payload)[0] if len(payload) >= 2 else 1005
+                    ws.disconnect(code, payload[2:].decode("utf-8", "replace"))
             elif kind == CANCEL:
                 request = self.requests.get(stream)
                 if request is not None:
-                    request.disconnected.set()
+                    request.cancel()
                     if flags & FLAG_CANCEL_TIMEOUT and request.task is not None:
                         self.cancel_for_timeout(request)
             elif kind == PING:
@@ -737,44 +926,26 @@ class AsgiConnection:
         self.pending = data[off:]
 
     def start(self, stream: int, flags: int, payload: bytes) -> None:
-        environ_len = U32.unpack_from(payload)[0]
-        environ = marshal.loads(payload[4 : 4 + environ_len])
-        if flags & FLAG_BODY_FILE:
-            body: Any = open(environ.pop("taipan.body_path"), "rb")
+        scope_len = U32.unpack_from(payload)[0]
+        scope = marshal.loads(payload[4 : 4 + scope_len])
+        scope["asgi"] = ASGI_INFO
+        scope["state"] = self.state.copy()
+        request: AsgiRequest
+        if flags & FLAG_WEBSOCKET:
+            scope["extensions"] = {"websocket.http.response": {}}
+            request = AsgiWebSocket(self, stream, scope)
+        elif flags & FLAG_BODY_FILE:
+            request = AsgiRequest(self, stream, scope, open(scope.pop("taipan.body_path"), "rb"))
         else:
-            body = payload[4 + environ_len :]
-        request = AsgiRequest(self, stream, body)
-        request.line = request_line(environ)
+            request = AsgiRequest(self, stream, scope, payload[4 + scope_len :])
         self.requests[stream] = request
-        request.task = asyncio.ensure_future(self.run(request, environ))
+        request.task = asyncio.ensure_future(request.run(self.app))
 
     def cancel_for_timeout(self, request: AsgiRequest) -> None:
         """Logs where the request's task is waiting, then cancels it."""
         where = awaiting_stack(request.task.get_coro())
-        self.log(LOG_ERROR, "Request timed out: %s; cancelling its task, which waits in (outermost first):\n%s" % (request.line, where), request.stream)
+        self.log(LOG_ERROR, "Request timed out: %s; cancelling its task, which waits in (outermost first):\n%s" % (scope_line(request.scope), where), request.stream)
         request.task.cancel()
-
-    async def run(self, request: AsgiRequest, environ: dict) -> None:
-        try:
-            await self.app(http_scope(environ, self.state), request.receive, request.send)
-            if not request.sent:
-                self.log(LOG_ERROR, "ASGI app returned without a response for %s" % request_line(environ), request.stream)
-                self.write(head_frame(request.stream, *INTERNAL_ERROR, True))
-            elif not request.ended:
-                self.write(frame(ABORT, request.stream, b"the app returned before its response was complete"))
-        except Exception:
-            self.log(LOG_ERROR, "Error handling request %s\n%s" % (request_line(environ), traceback.format_exc()), request.stream)
-            if not request.sent:
-                self.write(head_frame(request.stream, *INTERNAL_ERROR, True))
-            elif not request.ended:
-                self.write(frame(ABORT, request.stream, b"app raised after the response head was sent"))
-        except asyncio.CancelledError:
-            self.write(frame(ABORT, request.stream, b"cancelled"))
-            raise
-        finally:
-            if not isinstance(request.body, (bytes, bytearray, memoryview)):
-                request.body.close()
-            del self.requests[request.stream]
 
     def log(self, level: int, text: str, stream: int = 0) -> None:
         self.write(frame(LOG, stream, bytes([level]) + text.encode("utf-8", "replace")))
@@ -811,6 +982,10 @@ class Lifespan:
             await self.app(scope, self.inbox.get, self.outbox.put)
         except BaseException as exc:
             await self.outbox.put({"type": "_raised", "exc": exc})
+        else:
+            # Returning without answering means the app has no lifespan
+            # support (as uvicorn treats it); startup must not wait forever.
+            await self.outbox.put({"type": "_returned"})
 
     async def startup(self) -> Optional[str]:
         """Returns why startup failed, or None."""
@@ -825,6 +1000,9 @@ class Lifespan:
             if self.inbox.empty():  # it had taken the startup event: a real failure
                 exc = message["exc"]
                 return "ASGI lifespan startup raised:\n%s" % "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            self.supported = False
+            return None
+        if message["type"] == "_returned":
             self.supported = False
             return None
         return "ASGI lifespan: unexpected %r during startup" % message["type"]

@@ -22,6 +22,7 @@ type Bridge struct {
 	scriptName string // --root-path, without a trailing slash
 	lanes      []Lane
 	fixed      []byte // encoded environ keys that are the same for every request
+	ws         WebSocketOptions
 	scratch    sync.Pool
 }
 
@@ -31,6 +32,7 @@ type Options struct {
 	Multiprocess bool   // wsgi.multiprocess: more than one worker process
 	Multithread  bool   // wsgi.multithread: a worker runs requests concurrently
 	Lanes        []Lane // pools reserved for path prefixes
+	WebSocket    WebSocketOptions
 }
 
 // Lane sends the requests whose path starts with Prefix (as whole
@@ -42,7 +44,8 @@ type Lane struct {
 
 // New returns a Bridge that sends requests to p.
 func New(p *pool.Pool, opts Options, log *logging.Logger) *Bridge {
-	b := &Bridge{pool: p, log: log, scriptName: strings.TrimRight(opts.RootPath, "/"), lanes: opts.Lanes}
+	b := &Bridge{pool: p, log: log, scriptName: strings.TrimRight(opts.RootPath, "/"), lanes: opts.Lanes, ws: opts.WebSocket}
+	b.ws.setDefaults()
 	// The keys that never change are encoded once; the worker adds only
 	// wsgi.input, wsgi.errors and wsgi.file_wrapper, which must be objects.
 	var e wire.EnvironEncoder
@@ -83,13 +86,26 @@ func (b *Bridge) Serve(w edge.ResponseWriter, r *edge.Request) {
 	// batch copies them, which happens before any response; s is free
 	// again once Serve returns.
 	defer b.scratch.Put(s)
-	environ, bodyFile := b.environ(&s.environ, r)
+	p := b.route(r.Path)
+	var environ []byte
+	var bodyFile bool
+	if p.Interface() == "asgi" {
+		if isWebSocketUpgrade(r) {
+			b.serveWebSocket(w, r, p, s)
+			return
+		}
+		environ, bodyFile = b.asgiScope(&s.environ, r, false)
+	} else {
+		// A WSGI app gets an upgrade request as a plain request, as under
+		// gunicorn: it sees the Upgrade header and answers over HTTP.
+		environ, bodyFile = b.environ(&s.environ, r)
+	}
 	var inline []byte
 	if !bodyFile {
 		inline, _ = r.Body.Bytes()
 	}
 	job := pool.NewJob(r.Method, r.Target, environ, inline, bodyFile)
-	if err := b.route(r.Path).Submit(job); err != nil {
+	if err := p.Submit(job); err != nil {
 		w.WriteHead(unavailable, []byte("Service Unavailable\n"), true)
 		return
 	}

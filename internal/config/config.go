@@ -68,6 +68,13 @@ type Config struct {
 	TmpDir                string
 	KeepAlive             time.Duration
 	HeaderTimeout         time.Duration
+
+	// WebSocket (ASGI apps): the largest message accepted from a client,
+	// and the keepalive pings (a client that does not answer one within
+	// WSPingTimeout is disconnected; interval 0 = no pings).
+	WSMaxSize      int64
+	WSPingInterval time.Duration
+	WSPingTimeout  time.Duration
 }
 
 // Lane reserves Workers of the -w workers for requests whose path starts
@@ -121,6 +128,9 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 		BodyMemoryLimit:       1 << 20,
 		KeepAlive:             5 * time.Second,
 		HeaderTimeout:         10 * time.Second,
+		WSMaxSize:             16 << 20,
+		WSPingInterval:        20 * time.Second,
+		WSPingTimeout:         20 * time.Second,
 	}
 	fs := flag.NewFlagSet("taipan", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -135,6 +145,8 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 		maxRSSMB                  int64
 		workerConnections         int
 		bodyLimit, bodyMemory     = size(c.LimitRequestBody), size(c.BodyMemoryLimit)
+		wsMaxSize                 = size(c.WSMaxSize)
+		wsPing, wsPingTimeout     = seconds(c.WSPingInterval), seconds(c.WSPingTimeout)
 	)
 	logLevel = "info"
 	both := func(short, long string, fn func(name string)) { fn(short); fn(long) }
@@ -180,6 +192,9 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 	fs.Var(&bodyLimit, "limit-request-body", "")
 	fs.Var(&bodyMemory, "body-memory-limit", "")
 	fs.StringVar(&c.TmpDir, "tmp-dir", "", "")
+	fs.Var(&wsMaxSize, "ws-max-size", "")
+	fs.Var(&wsPing, "ws-ping-interval", "")
+	fs.Var(&wsPingTimeout, "ws-ping-timeout", "")
 
 	// Flags may come before or after the app, as with gunicorn.
 	var positional []string
@@ -336,6 +351,14 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 	}
 	c.KeepAlive, c.HeaderTimeout = time.Duration(keepAlive), time.Duration(headerTimeout)
 	c.LimitRequestBody, c.BodyMemoryLimit = int64(bodyLimit), int64(bodyMemory)
+	c.WSMaxSize = int64(wsMaxSize)
+	c.WSPingInterval, c.WSPingTimeout = time.Duration(wsPing), time.Duration(wsPingTimeout)
+	if c.WSMaxSize <= 0 || c.WSMaxSize > 1<<30 {
+		return nil, Serve, usagef("--ws-max-size must be between 1 and 1 GiB, got %d", c.WSMaxSize)
+	}
+	if c.WSPingInterval < 0 || c.WSPingTimeout <= 0 {
+		return nil, Serve, usagef("--ws-ping-interval must not be negative and --ws-ping-timeout must be positive")
+	}
 	if c.LimitRequestLine <= 0 || c.LimitRequestFields <= 0 || c.LimitRequestFieldSize <= 0 {
 		return nil, Serve, usagef("--limit-request-line, --limit-request-fields and --limit-request-field_size must be positive")
 	}
@@ -521,8 +544,10 @@ Server:
                              past it the worker's Python stack is logged, the
                              worker is replaced and the request gets 504
                              (default 30, 0 = no limit)
-      --heartbeat S          ping idle workers every S seconds (default 5)
-      --heartbeat-timeout S  replace an idle worker silent for S seconds (default 30)
+      --heartbeat S          ping idle workers (and ASGI workers) every S seconds
+                             (default 5)
+      --heartbeat-timeout S  replace a worker that has not answered a ping for S
+                             seconds (default 30)
       --max-requests N       recycle a worker after N requests (default 0 = never)
       --max-requests-jitter N  add a random 0..N to --max-requests per worker
       --max-rss MB           recycle a worker whose resident memory passes MB
@@ -556,6 +581,12 @@ Limits:
       --body-memory-limit SIZE      bodies above this are buffered in a temporary
                                     file instead of memory (default 1m)
       --tmp-dir DIR                 where those files go (default $TMPDIR or /tmp)
+      --ws-max-size SIZE            largest WebSocket message from a client
+                                    (default 16m; close 1009 beyond)
+      --ws-ping-interval S          ping WebSocket clients every S seconds
+                                    (default 20, 0 = never)
+      --ws-ping-timeout S           close a WebSocket whose client has not answered
+                                    a ping for S seconds (default 20)
 
 Logging:
       --log-level LEVEL      debug, info, warning, error or critical (default info)

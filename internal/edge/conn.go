@@ -222,7 +222,9 @@ func (c *conn) serveOne(start time.Time) bool {
 	}
 	keep := c.runHandler(start)
 	c.body.release()
-	if !keep {
+	if !keep && !c.resp.upgraded {
+		// An upgraded connection's protocol has ended it; lingering is
+		// for unread HTTP request bytes.
 		c.linger = true
 	}
 	return keep

@@ -4,7 +4,9 @@
 package edge
 
 import (
+	"bufio"
 	"io"
+	"net"
 	"os"
 )
 
@@ -125,12 +127,29 @@ type ResponseWriter interface {
 	Abort()
 	// HeadWritten reports whether WriteHead has been called.
 	HeadWritten() bool
+	// Upgrade switches the connection to another protocol (a WebSocket):
+	// it sends head, a 101 response whose headers (Upgrade and Connection
+	// among them) go out as given, and hands the connection over. From then
+	// on the edge neither reads nor writes it; it closes the connection when
+	// Serve returns.
+	Upgrade(head *ResponseHead) (*Upgraded, error)
 	// ClientGone returns a channel closed if the client closes its
 	// connection while the response is still being produced. Watching
 	// starts at the first call (a read in the background, so call it only
 	// for a response that may take a while, such as a stream) and ends
 	// when Serve returns.
 	ClientGone() <-chan struct{}
+}
+
+// Upgraded is a connection handed over by ResponseWriter.Upgrade.
+type Upgraded struct {
+	Conn net.Conn
+	// Reader holds what the client sent after the request head and reads
+	// Conn underneath; read through it, not Conn.
+	Reader *bufio.Reader
+	// ShuttingDown is closed when the server begins a graceful shutdown:
+	// the protocol should say goodbye (WebSocket close 1001) and end.
+	ShuttingDown <-chan struct{}
 }
 
 // Handler serves one request. When Serve returns, the response is finished

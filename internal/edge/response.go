@@ -33,6 +33,7 @@ type response struct {
 	closeAfter  bool  // close the connection after this response
 	aborted     bool  // the body must not be terminated
 	err         error // first write error; the client is gone
+	upgraded    bool  // handed over by Upgrade
 	watch       *clientWatch
 }
 
@@ -252,6 +253,64 @@ func (w *response) WriteHead(head *ResponseHead, body []byte, complete bool) err
 		}
 	}
 	return nil
+}
+
+var errNotSwitching = errors.New("edge: Upgrade needs a 101 response")
+
+// Upgrade sends a 101 response and hands the connection over.
+func (w *response) Upgrade(head *ResponseHead) (*Upgraded, error) {
+	if w.done {
+		return nil, errResponseDone
+	}
+	if w.headWritten {
+		return nil, errHeadWritten
+	}
+	if head.Code != 101 {
+		return nil, errNotSwitching
+	}
+	w.headWritten = true
+	w.code = 101
+	w.noBody = true
+	w.upgraded = true
+	w.closeAfter = true
+	c := w.c
+	b := append(c.wbuf[:0], "HTTP/1.1 "...)
+	if head.Status != "" {
+		b = append(b, head.Status...)
+	} else {
+		b = append(b, "101 Switching Protocols"...)
+	}
+	b = append(b, "\r\n"...)
+	var hasDate, hasServer bool
+	for i := range head.Header {
+		f := &head.Header[i]
+		switch classifyResponseHeader(f.Name) {
+		case hServer:
+			hasServer = true
+		case hDate:
+			hasDate = true
+		case hContentLength:
+			continue
+		}
+		b = append(b, f.Name...)
+		b = append(b, ": "...)
+		b = append(b, f.Value...)
+		b = append(b, "\r\n"...)
+	}
+	b = c.appendDateServer(b, hasDate, hasServer)
+	b = append(b, "\r\n"...)
+	c.wbuf = b
+	if _, err := c.bw.Write(b); err != nil {
+		return nil, w.fail(err)
+	}
+	if err := c.bw.Flush(); err != nil {
+		return nil, w.fail(err)
+	}
+	// The new protocol manages its own deadlines.
+	c.readDeadline, c.writeDeadline = time.Time{}, time.Time{}
+	c.rwc.SetDeadline(time.Time{})
+	c.cr.perRead = 0
+	return &Upgraded{Conn: c.rwc, Reader: c.br, ShuttingDown: c.srv.shutdownCh}, nil
 }
 
 // fail records a write error: the client is gone, the connection closes.

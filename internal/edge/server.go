@@ -37,7 +37,8 @@ type Server struct {
 	date    dateCache
 
 	shutting   atomic.Bool
-	drainUntil atomic.Int64 // unix nanoseconds: idle connections close then
+	shutdownCh chan struct{} // closed when Shutdown begins
+	drainUntil atomic.Int64  // unix nanoseconds: idle connections close then
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -50,12 +51,13 @@ type Server struct {
 func NewServer(cfg Config, h Handler, log *logging.Logger) *Server {
 	cfg.setDefaults()
 	return &Server{
-		cfg:       cfg,
-		handler:   h,
-		log:       log,
-		listeners: make(map[net.Listener]struct{}),
-		conns:     make(map[*conn]struct{}),
-		unixPaths: make(map[string]struct{}),
+		cfg:        cfg,
+		handler:    h,
+		log:        log,
+		listeners:  make(map[net.Listener]struct{}),
+		shutdownCh: make(chan struct{}),
+		conns:      make(map[*conn]struct{}),
+		unixPaths:  make(map[string]struct{}),
 	}
 }
 
@@ -188,7 +190,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	drainUntil := time.Now().Add(idleDrainGrace)
 	s.drainUntil.Store(drainUntil.UnixNano())
-	s.shutting.Store(true)
+	if !s.shutting.Swap(true) {
+		close(s.shutdownCh)
+	}
 	for ln := range s.listeners {
 		ln.Close()
 	}

@@ -44,7 +44,13 @@ func (e *Event) Release() {
 
 // End reports whether this event finishes the job.
 func (e *Event) End() bool {
-	return e.Err != nil || e.Kind == wire.KindAbort || (e.Kind == wire.KindHead || e.Kind == wire.KindBody) && e.Flags&wire.FlagEnd != 0
+	switch e.Kind {
+	case wire.KindAbort:
+		return true
+	case wire.KindHead, wire.KindBody, wire.KindWSClose:
+		return e.Flags&wire.FlagEnd != 0
+	}
+	return e.Err != nil
 }
 
 // Job is one request on its way to a worker and its response on the way back.
@@ -54,6 +60,12 @@ type Job struct {
 	environ  []byte // marshal-encoded environ
 	body     []byte // inline body; nil when bodyFile
 	bodyFile bool
+	// websocket marks a WebSocket session: it lasts as long as the client
+	// stays, so no request timeout applies, and its worker retiring tells
+	// it to close (Away).
+	websocket bool
+	away      chan struct{} // closed when the session should end (WebSocket only)
+	awayOnce  sync.Once
 
 	stream uint32
 	queued time.Time // when it was queued (only kept when autoscaling)
@@ -85,6 +97,48 @@ func NewJob(method, target string, environ, body []byte, bodyFile bool) *Job {
 		gone:     make(chan struct{}),
 	}
 }
+
+// NewWebSocketJob returns a job for a WebSocket handshake whose scope is
+// encoded in environ. Its stream stays open while the session lasts: frames
+// go to the app with Send and come back as events.
+func NewWebSocketJob(method, target string, environ []byte) *Job {
+	j := NewJob(method, target, environ, nil, false)
+	j.websocket = true
+	j.away = make(chan struct{})
+	return j
+}
+
+// Away is closed when a WebSocket session should end because its worker is
+// being retired (a reload, a recycle): the client should be told to
+// reconnect, which brings it to a new worker. Nil for other jobs.
+func (j *Job) Away() <-chan struct{} { return j.away }
+
+// goAway closes Away once.
+func (j *Job) goAway() {
+	if j.away != nil {
+		j.awayOnce.Do(func() { close(j.away) })
+	}
+}
+
+// Send writes a frame of kind for the job's stream to its worker: a
+// WebSocket message or disconnect. It fails when the job has no live worker.
+func (j *Job) Send(kind wire.Kind, flags uint8, payload []byte) error {
+	j.mu.Lock()
+	w, stream, released := j.worker, j.stream, j.released
+	j.mu.Unlock()
+	if w == nil || released {
+		return errNotRunning
+	}
+	buf := make([]byte, 0, wire.HeaderSize+len(payload))
+	buf = wire.AppendHeader(buf, wire.Header{Length: uint32(len(payload)), Kind: kind, Flags: flags, Stream: stream})
+	buf = append(buf, payload...)
+	if !w.write(buf) {
+		return errNotRunning
+	}
+	return nil
+}
+
+var errNotRunning = errors.New("the request is not running on a worker")
 
 // Events delivers the response. The channel is not closed: the receiver
 // stops at the event for which End reports true.

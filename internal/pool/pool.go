@@ -90,6 +90,7 @@ type Pool struct {
 	closed  bool
 
 	nextID   atomic.Int64
+	iface    atomic.Pointer[string] // what the newest worker reported: "wsgi" or "asgi"
 	stream   atomic.Uint32
 	batches  atomic.Uint64 // writes of requests to workers
 	sent     atomic.Uint64 // requests written to workers
@@ -214,6 +215,10 @@ func (p *Pool) adopt(w *Worker, gen uint64) {
 	p.log.Infof("Booted worker %d with pid %d (Python %s)", w.ID, w.Pid, w.Python)
 	p.mu.Lock()
 	p.workers[w.ID] = w
+	if gen == p.gen {
+		iface := w.Interface
+		p.iface.Store(&iface)
+	}
 	p.mu.Unlock()
 	p.running.Add(1)
 	go p.supervise(w)
@@ -454,7 +459,9 @@ func (p *Pool) removeIdle(w *Worker) {
 	}
 }
 
-// retire stops w once it is idle (at once if it is idle now).
+// retire stops w once it is idle (at once if it is idle now). Its
+// WebSocket sessions, which would keep it busy for as long as their clients
+// stay, are told to end (Job.Away).
 func (p *Pool) retire(w *Worker) {
 	p.mu.Lock()
 	w.retiring = true
@@ -463,7 +470,22 @@ func (p *Pool) retire(w *Worker) {
 	p.mu.Unlock()
 	if idle {
 		go w.stop(p.cfg.StopTimeout)
+		return
 	}
+	w.mu.Lock()
+	for _, j := range w.inflight {
+		j.goAway()
+	}
+	w.mu.Unlock()
+}
+
+// Interface is what the app's workers serve, as they reported it: "wsgi"
+// or "asgi" ("" before the first worker is ready).
+func (p *Pool) Interface() string {
+	if s := p.iface.Load(); s != nil {
+		return *s
+	}
+	return ""
 }
 
 // renew replaces w: it boots a new worker of w's generation, puts it to work,
@@ -615,6 +637,9 @@ func (p *Pool) check(w *Worker, now time.Time) {
 	var running *Job
 	var elapsed time.Duration
 	for _, j := range w.running() {
+		if j.websocket {
+			continue // a session lasts as long as its client wants
+		}
 		if d := now.Sub(j.started); d > elapsed {
 			running, elapsed = j, d
 		}
@@ -629,6 +654,10 @@ func (p *Pool) check(w *Worker, now time.Time) {
 	if killed {
 		return
 	}
+	// An ASGI worker answers a heartbeat from its event loop even while it
+	// runs requests, so it is pinged busy too: a blocked loop shows, and a
+	// worker held by long WebSocket sessions is still watched.
+	pingable := !busy || w.Interface == "asgi"
 	if w.Interface == "asgi" && p.cfg.Timeout > 0 && running != nil && p.cancelTimedOut(w, now) {
 		return
 	}
@@ -644,17 +673,17 @@ func (p *Pool) check(w *Worker, now time.Time) {
 				w.ID, w.Pid, running, elapsed.Seconds(), p.cfg.Timeout, stack)
 			w.kill()
 		}()
-	case !busy && pingAge > p.cfg.HeartbeatTimeout:
+	case pingable && pingAge > p.cfg.HeartbeatTimeout:
 		w.mu.Lock()
 		w.killErr = ErrWorkerDied
 		w.mu.Unlock()
 		go func() {
 			stack := w.dumpStack()
-			p.log.Criticalf("WORKER UNRESPONSIVE: worker %d (pid %d) has not answered a heartbeat for %.1fs while idle; killing it. Python stack:\n%s",
+			p.log.Criticalf("WORKER UNRESPONSIVE: worker %d (pid %d) has not answered a heartbeat for %.1fs; killing it. Python stack:\n%s",
 				w.ID, w.Pid, pingAge.Seconds(), stack)
 			w.kill()
 		}()
-	case !busy && pingAge == 0 && idleFor > p.cfg.HeartbeatInterval:
+	case pingable && pingAge == 0 && idleFor > p.cfg.HeartbeatInterval:
 		w.ping(now)
 	}
 }
@@ -675,6 +704,7 @@ func (p *Pool) cancelTimedOut(w *Worker, now time.Time) bool {
 	stuck := false
 	for _, j := range w.inflight {
 		switch {
+		case j.websocket:
 		case !j.cancelled.IsZero():
 			stuck = stuck || now.Sub(j.cancelled) > asyncCancelGrace
 		case now.Sub(j.started) > p.cfg.Timeout:

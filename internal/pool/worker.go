@@ -398,6 +398,9 @@ func (w *Worker) send(jobs []*Job, nextStream func() uint32) bool {
 		if j.bodyFile {
 			flags = wire.FlagBodyFile
 		}
+		if j.websocket {
+			flags |= wire.FlagWebSocket
+		}
 		buf = wire.AppendRequest(buf, stream, flags, j.environ, j.body)
 	}
 	w.mu.Unlock()
@@ -420,10 +423,13 @@ func (w *Worker) ping(now time.Time) {
 	w.write(wire.AppendHeader(nil, wire.Header{Kind: wire.KindPing}))
 }
 
-func (w *Worker) write(b []byte) {
+// write queues b for the writer goroutine; false if the worker is gone.
+func (w *Worker) write(b []byte) bool {
 	select {
 	case w.writes <- b:
+		return true
 	case <-w.done:
+		return false
 	}
 }
 

@@ -124,7 +124,19 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 	if access != nil {
 		ecfg.AccessLog = access.Log
 	}
-	srv := edge.NewServer(ecfg, bridge.New(p.main, bridge.Options{RootPath: cfg.RootPath, Multiprocess: cfg.Workers > 1 || cfg.WorkersMax > 1, Multithread: cfg.Threads > 1, Lanes: p.lanes}, log), log)
+	br := bridge.New(p.main, bridge.Options{
+		RootPath:     cfg.RootPath,
+		Multiprocess: cfg.Workers > 1 || cfg.WorkersMax > 1,
+		Multithread:  cfg.Threads > 1,
+		Lanes:        p.lanes,
+		WebSocket: bridge.WebSocketOptions{
+			MaxMessageSize: cfg.WSMaxSize,
+			PingInterval:   cfg.WSPingInterval,
+			PingTimeout:    cfg.WSPingTimeout,
+			WriteTimeout:   edge.DefaultWriteTimeout,
+		},
+	}, log)
+	srv := edge.NewServer(ecfg, br, log)
 
 	// Bind first: a taken port is reported before any Python starts.
 	var listeners []net.Listener

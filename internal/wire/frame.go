@@ -32,6 +32,12 @@ const (
 	KindRequest Kind = 0x01
 	KindCancel  Kind = 0x02
 	KindPing    Kind = 0x03
+	// KindWSReceive carries one WebSocket message from the client: the
+	// app's websocket.receive event (FlagText for text).
+	KindWSReceive Kind = 0x04
+	// KindWSDisconnect says the client closed the WebSocket (u16 code, then
+	// the UTF-8 reason): the app's websocket.disconnect event.
+	KindWSDisconnect Kind = 0x05
 )
 
 // Message kinds, worker to Go.
@@ -44,6 +50,18 @@ const (
 	KindAbort     Kind = 0x15
 	KindLog       Kind = 0x16
 	KindPong      Kind = 0x17
+	// KindWSAccept accepts a WebSocket: marshal (subprotocol or None,
+	// [(name, value), ...]) for the 101 response.
+	KindWSAccept Kind = 0x18
+	// KindWSSend is one message from the app to the client (FlagText for text).
+	KindWSSend Kind = 0x19
+	// KindWSClose closes the WebSocket (u16 code, then the UTF-8 reason;
+	// empty when the close was sent already). With FlagEnd it also ends the
+	// stream: the app's task has returned.
+	KindWSClose Kind = 0x1A
+	// KindWSAck returns flow-control credit: u32 bytes of received messages
+	// the app has consumed.
+	KindWSAck Kind = 0x1B
 )
 
 func (k Kind) String() string {
@@ -70,14 +88,28 @@ func (k Kind) String() string {
 		return "ABORT"
 	case KindLog:
 		return "LOG"
+	case KindWSReceive:
+		return "WS_RECEIVE"
+	case KindWSDisconnect:
+		return "WS_DISCONNECT"
+	case KindWSAccept:
+		return "WS_ACCEPT"
+	case KindWSSend:
+		return "WS_SEND"
+	case KindWSClose:
+		return "WS_CLOSE"
+	case KindWSAck:
+		return "WS_ACK"
 	}
 	return fmt.Sprintf("kind(0x%02x)", uint8(k))
 }
 
 // Frame flags.
 const (
-	FlagBodyFile uint8 = 0x01 // REQUEST: body is in the file named by taipan.body_path
-	FlagEnd      uint8 = 0x01 // HEAD, BODY: this frame ends the response
+	FlagBodyFile  uint8 = 0x01 // REQUEST: body is in the file named by taipan.body_path
+	FlagWebSocket uint8 = 0x02 // REQUEST: a WebSocket handshake; the scope's type is "websocket"
+	FlagEnd       uint8 = 0x01 // HEAD, BODY, WS_CLOSE: this frame ends the stream
+	FlagText      uint8 = 0x01 // WS_RECEIVE, WS_SEND: a text message (UTF-8), else binary
 	// FlagCancelTimeout marks a CANCEL sent because the request ran past
 	// the timeout: an ASGI worker cancels the request's task.
 	FlagCancelTimeout uint8 = 0x01

@@ -304,3 +304,84 @@ func (d *decoder) value(depth int) (Value, error) {
 	}
 	return v, nil
 }
+
+// The methods below add the value types of an ASGI scope, which Go encodes
+// whole so that the worker only adds the objects ("asgi", "state").
+
+// AddUTF8 appends a pair whose value is the str that value spells in UTF-8
+// (value must be valid UTF-8).
+func (e *EnvironEncoder) AddUTF8(key, value string) {
+	e.buf = appendLatin1(e.buf, key)
+	e.buf = appendUTF8(e.buf, value)
+}
+
+// AddBytesValue appends a pair whose value is a bytes object.
+func (e *EnvironEncoder) AddBytesValue(key string, value []byte) {
+	e.buf = appendLatin1(e.buf, key)
+	e.buf = appendBytes(e.buf, value)
+}
+
+// AddNone appends a pair whose value is None.
+func (e *EnvironEncoder) AddNone(key string) {
+	e.buf = appendLatin1(e.buf, key)
+	e.buf = append(e.buf, mNone)
+}
+
+// AddHostPort appends a pair whose value is the tuple (host, port).
+func (e *EnvironEncoder) AddHostPort(key, host string, port int32) {
+	e.buf = appendLatin1(e.buf, key)
+	e.buf = append(e.buf, mSmallTuple, 2)
+	e.buf = appendLatin1(e.buf, host)
+	e.buf = append(e.buf, mInt)
+	e.buf = binary.LittleEndian.AppendUint32(e.buf, uint32(port))
+}
+
+// BeginList starts a pair whose value is a list; items follow, and EndList
+// writes their count.
+func (e *EnvironEncoder) BeginList(key string) (mark int) {
+	e.buf = appendLatin1(e.buf, key)
+	e.buf = append(e.buf, mList, 0, 0, 0, 0)
+	return len(e.buf) - 4
+}
+
+// EndList records that the list begun at mark has n items.
+func (e *EnvironEncoder) EndList(mark, n int) {
+	binary.LittleEndian.PutUint32(e.buf[mark:], uint32(n))
+}
+
+// AppendHeaderItem appends a list item (name, value) of two bytes objects,
+// with name lower-cased: an ASGI header.
+func (e *EnvironEncoder) AppendHeaderItem(name, value string) {
+	e.buf = append(e.buf, mSmallTuple, 2, mString)
+	e.buf = binary.LittleEndian.AppendUint32(e.buf, uint32(len(name)))
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		e.buf = append(e.buf, c)
+	}
+	e.buf = appendBytes(e.buf, value)
+}
+
+// AppendStrItem appends a list item that is a str given as UTF-8.
+func (e *EnvironEncoder) AppendStrItem(s string) {
+	e.buf = appendUTF8(e.buf, s)
+}
+
+// appendBytes writes s as a bytes object.
+func appendBytes[T string | []byte](dst []byte, s T) []byte {
+	dst = append(dst, mString)
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(s)))
+	return append(dst, s...)
+}
+
+// appendUTF8 writes s, valid UTF-8, as a str.
+func appendUTF8(dst []byte, s string) []byte {
+	if isASCII(s) {
+		return appendLatin1(dst, s)
+	}
+	dst = append(dst, mUnicode)
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(s)))
+	return append(dst, s...)
+}
