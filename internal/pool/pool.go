@@ -307,8 +307,8 @@ func (p *Pool) Submit(j *Job) error {
 		p.mu.Unlock()
 		return ErrClosed
 	}
-	if n := len(p.idle); n > 0 && len(p.queue) == 0 {
-		w := p.idle[n-1]
+	if len(p.idle) > 0 && len(p.queue) == 0 {
+		w := p.idleWorkerLocked()
 		p.assignLocked(w, 1)
 		p.mu.Unlock()
 		p.dispatch(w, []*Job{j})
@@ -390,6 +390,20 @@ func (p *Pool) workerFree(w *Worker, done int) {
 	p.dispatch(w, batch)
 }
 
+// idleWorkerLocked picks the idle worker for the next request: the one
+// running the fewest (workers that run many at once, ASGI or threaded, then
+// share the load instead of one taking everything until it is full), and
+// among equals the one idle most recently, whose caches are warm.
+func (p *Pool) idleWorkerLocked() *Worker {
+	best := p.idle[len(p.idle)-1]
+	for i := len(p.idle) - 2; i >= 0; i-- {
+		if w := p.idle[i]; w.assigned < best.assigned {
+			best = w
+		}
+	}
+	return best
+}
+
 // listLocked puts w on the idle list unless it is there.
 func (p *Pool) listLocked(w *Worker) {
 	for _, x := range p.idle {
@@ -408,7 +422,7 @@ func (p *Pool) dispatchQueued() {
 			p.mu.Unlock()
 			return
 		}
-		w := p.idle[len(p.idle)-1]
+		w := p.idleWorkerLocked()
 		batch := p.takeLocked(min(len(p.queue), p.room(w)))
 		p.assignLocked(w, len(batch))
 		p.mu.Unlock()

@@ -363,3 +363,42 @@ func TestThreadedTimeout(t *testing.T) {
 		t.Fatalf("no timeout in the log:\n%s", logs)
 	}
 }
+
+// Workers that run many requests at once share them: each new request goes
+// to the idle worker running the fewest, not to one worker until it is full.
+func TestConcurrentWorkersShareLoad(t *testing.T) {
+	p, _ := newPool(t, 2, testApp)
+	p.cfg.Threads, p.cfg.Spec.Threads = 4, 4
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(t.Context())
+	var jobs []*Job
+	for range 4 {
+		j := job("/sleep", "0.3", "")
+		jobs = append(jobs, j)
+		if err := p.Submit(j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	perPid := map[string]int{}
+	for _, j := range jobs {
+		body, err := collect(t, j)
+		if err != nil {
+			t.Fatal(err)
+		}
+		perPid[strings.Fields(body)[1]]++
+	}
+	if len(perPid) != 2 || !allEqual(perPid, 2) {
+		t.Fatalf("4 requests on 2 workers of 4 threads went %v, want 2 and 2", perPid)
+	}
+}
+
+func allEqual(m map[string]int, n int) bool {
+	for _, v := range m {
+		if v != n {
+			return false
+		}
+	}
+	return true
+}

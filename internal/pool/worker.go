@@ -69,7 +69,7 @@ func newWorker(id int, proc process, pipes *workerPipes, log *logging.Logger) *W
 		conn:     pipes.conn,
 		reader:   wire.NewReader(pipes.conn),
 		log:      log,
-		writes:   make(chan []byte, 4),
+		writes:   make(chan []byte, 64),
 		done:     make(chan struct{}),
 		lastSeen: time.Now(),
 		lastBusy: time.Now(),
@@ -188,11 +188,33 @@ func (w *Worker) run(p *Pool) (unstarted []*Job, err error) {
 	return unstarted, err
 }
 
+// writeLoop sends what is queued for the worker. Everything queued by the
+// time it wakes goes out in one writev, so requests that arrive together
+// (many connections on an ASGI or threaded worker) cost the worker one read.
 func (w *Worker) writeLoop() {
+	var bufs net.Buffers
 	for {
 		select {
 		case b := <-w.writes:
-			if _, err := w.conn.Write(b); err != nil {
+			bufs = append(bufs[:0], b)
+		gather:
+			for len(bufs) < 64 {
+				select {
+				case b := <-w.writes:
+					bufs = append(bufs, b)
+				default:
+					break gather
+				}
+			}
+			var err error
+			if len(bufs) == 1 {
+				_, err = w.conn.Write(bufs[0])
+			} else {
+				batch := bufs // WriteTo consumes the slice it is called on
+				_, err = batch.WriteTo(w.conn)
+			}
+			clear(bufs)
+			if err != nil {
 				// The read loop sees the same failure and cleans up.
 				w.conn.Close()
 				return

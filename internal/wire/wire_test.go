@@ -88,6 +88,37 @@ for k in sorted(d):
 	}
 }
 
+// An ASGI scope Go writes loads in real Python with the types the ASGI spec
+// names: str, bytes, a list of bytes pairs, (host, port) tuples, None.
+func TestScopeLoadsInPython(t *testing.T) {
+	var e EnvironEncoder
+	e.Reset()
+	e.Add("type", "http")
+	e.AddUTF8("path", "/café/✓")
+	e.AddBytesValue("raw_path", []byte("/caf%C3%A9/%E2%9C%93"))
+	e.AddBytesValue("query_string", nil)
+	mark := e.BeginList("headers")
+	e.AppendHeaderItem("X-Repeat", "one")
+	e.AppendHeaderItem("X-REPEAT", "tw\xe9")
+	e.EndList(mark, 2)
+	mark = e.BeginList("subprotocols")
+	e.AppendStrItem("chat.v1")
+	e.EndList(mark, 1)
+	e.AddHostPort("client", "127.0.0.1", 54321)
+	e.AddNone("server")
+	out := runPython(t, `
+import marshal, sys
+d = marshal.loads(sys.stdin.buffer.read())
+print(repr(sorted(d.items())))
+`, e.Bytes())
+	want := "[('client', ('127.0.0.1', 54321)), ('headers', [(b'x-repeat', b'one'), (b'x-repeat', b'tw\\xe9')]), " +
+		"('path', '/café/✓'), ('query_string', b''), ('raw_path', b'/caf%C3%A9/%E2%9C%93'), ('server', None), " +
+		"('subprotocols', ['chat.v1']), ('type', 'http')]\n"
+	if out != want {
+		t.Fatalf("python decoded:\n%s\nwant:\n%s", out, want)
+	}
+}
+
 // Heads produced by real marshal.dumps, in every format version, decode.
 func TestDecodeHeadFromPython(t *testing.T) {
 	out := runPython(t, `
