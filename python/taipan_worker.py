@@ -608,11 +608,28 @@ def scope_line(scope: dict) -> str:
     return "%s %s" % (scope.get("method", "GET"), target)
 
 
+STATUS_LINES = {s.value: "%d %s" % (s.value, s.phrase) for s in HTTPStatus}
+
+
 def status_line(code: int) -> str:
+    line = STATUS_LINES.get(code)
+    if line is None:
+        if not 100 <= code <= 999:
+            raise ValueError("invalid HTTP status %r" % code)
+        line = "%d Unknown" % code
+    return line
+
+
+def asgi_head_frame(stream: int, status: str, headers: Any, body: bytes, end: bool) -> bytes:
+    """A HEAD frame for an ASGI response. The app's header list of byte
+    pairs is marshalled as it is (Go takes bytes as they are); anything
+    marshal cannot take (another iterable) is converted first."""
     try:
-        return "%d %s" % (code, HTTPStatus(code).phrase)
+        head = marshal.dumps((status, headers), 2)
     except ValueError:
-        return "%d Unknown" % code
+        head = marshal.dumps((status, [(bytes(k), bytes(v)) for k, v in headers]), 2)
+    prefix = HEAD_PREFIX.pack(4 + len(head) + len(body), HEAD, FLAG_END if end else 0, 0, stream, len(head))
+    return b"".join((prefix, head, body))
 
 
 def latin1_headers(headers: Iterable[Tuple[bytes, bytes]]) -> Headers:
@@ -633,16 +650,19 @@ class AsgiRequest:
         self.scope = scope
         self.body = body  # bytes, or an open file
         self.body_done = False
-        self.disconnected = asyncio.Event()
+        self.gone = False  # the client went away
+        self.waiter: Optional[asyncio.Future] = None  # receive() waiting for it
         self.status: Optional[str] = None
-        self.headers: Headers = []
+        self.headers: Any = ()
         self.sent = False
         self.ended = False
         self.task: Optional[asyncio.Future] = None
 
     def cancel(self) -> None:
         """The client went away (CANCEL)."""
-        self.disconnected.set()
+        self.gone = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
 
     async def receive(self) -> dict:
         if not self.body_done:
@@ -653,17 +673,21 @@ class AsgiRequest:
             more = len(chunk) == BODY_CHUNK
             self.body_done = not more
             return {"type": "http.request", "body": chunk, "more_body": more}
-        await self.disconnected.wait()
+        while not self.gone:
+            self.waiter = self.conn.loop.create_future()
+            await self.waiter
         return {"type": "http.disconnect"}
 
     async def send(self, message: dict) -> None:
-        kind = message["type"]
-        if self.ended or self.disconnected.is_set():
+        if self.ended or self.gone:
             return  # the client is gone or the response is complete: nothing to do
+        kind = message["type"]
         if kind == "http.response.start":
             self.start_response(message)
         elif kind == "http.response.body":
-            await self.send_body(message)
+            self.send_body(message)
+            if self.conn.paused:
+                await self.conn.drain()
         else:
             raise RuntimeError("unsupported ASGI message %r in an http scope" % kind)
 
@@ -671,20 +695,22 @@ class AsgiRequest:
         if self.status is not None:
             raise RuntimeError("the response was started twice")
         self.status = status_line(int(message["status"]))
-        self.headers = latin1_headers(message.get("headers", ()))
+        self.headers = message.get("headers", ())
 
-    async def send_body(self, message: dict) -> None:
+    def send_body(self, message: dict) -> None:
+        """Queues a body frame; the caller waits for drain() if Go reads slowly."""
         if self.status is None:
             raise RuntimeError("a response body was sent before the response start")
-        body = bytes(message.get("body", b""))
-        more = bool(message.get("more_body", False))
+        body = message.get("body", b"")
+        if type(body) is not bytes:
+            body = bytes(body)
+        more = message.get("more_body", False)
         if not self.sent:
-            self.conn.write(head_frame(self.stream, self.status, self.headers, body, not more))
+            self.conn.write(asgi_head_frame(self.stream, self.status, self.headers, body, not more))
             self.sent = True
         elif body or not more:
             self.conn.write(frame(BODY, self.stream, body, 0 if more else FLAG_END))
         self.ended = not more
-        await self.conn.drain()
 
     async def run(self, app: Any) -> None:
         conn = self.conn
@@ -724,7 +750,7 @@ class AsgiWebSocket(AsgiRequest):
         self.connect_sent = False
         self.inbox: Deque[Tuple[dict, int]] = deque()
         self.waiter: Optional[asyncio.Future] = None
-        self.gone: Optional[dict] = None  # websocket.disconnect, once the client left
+        self.farewell: Optional[dict] = None  # websocket.disconnect, once the client left
         self.unacked = 0  # cost of messages received and not acknowledged to Go
         self.taken = 0  # of which the app has taken
 
@@ -745,12 +771,11 @@ class AsgiWebSocket(AsgiRequest):
 
     def disconnect(self, code: int, reason: str = "") -> None:
         """The client closed or dropped (WS_DISCONNECT, or CANCEL)."""
-        if self.gone is None:
-            self.gone = {"type": "websocket.disconnect", "code": code, "reason": reason}
+        if self.farewell is None:
+            self.farewell = {"type": "websocket.disconnect", "code": code, "reason": reason}
             self.wake()
 
     def cancel(self) -> None:
-        super().cancel()
         self.disconnect(1006)
 
     def took(self, cost: int) -> None:
@@ -772,8 +797,8 @@ class AsgiWebSocket(AsgiRequest):
                 message, cost = self.inbox.popleft()
                 self.took(cost)
                 return message
-            if self.gone is not None:
-                return self.gone
+            if self.farewell is not None:
+                return self.farewell
             self.waiter = asyncio.get_event_loop().create_future()
             try:
                 await self.waiter
@@ -784,7 +809,7 @@ class AsgiWebSocket(AsgiRequest):
         kind = message["type"]
         state = self.state
         if kind == "websocket.send":
-            if self.gone is not None:
+            if self.farewell is not None:
                 raise ClientDisconnected("the WebSocket client has disconnected")
             if state != self.ACCEPTED:
                 raise RuntimeError("websocket.send before websocket.accept or after websocket.close")
@@ -820,7 +845,8 @@ class AsgiWebSocket(AsgiRequest):
         elif kind == "websocket.http.response.body":
             if state != self.RESPONDING or self.ended:
                 raise RuntimeError("websocket.http.response.body without websocket.http.response.start")
-            await self.send_body(message)
+            self.send_body(message)
+            await self.conn.drain()
         else:
             raise RuntimeError("unsupported ASGI message %r in a websocket scope" % kind)
 
@@ -862,7 +888,9 @@ class AsgiConnection:
         self.transport: Any = None
         self.pending = b""
         self.requests: Dict[int, AsgiRequest] = {}
-        self.closed = asyncio.get_event_loop().create_future()
+        self.loop = asyncio.get_event_loop()
+        self.closed = self.loop.create_future()
+        self.paused = False  # Go reads slowly: writers wait in drain()
         self.writable = asyncio.Event()
         self.writable.set()
 
@@ -880,9 +908,11 @@ class AsgiConnection:
         return None  # close the transport
 
     def pause_writing(self) -> None:
+        self.paused = True
         self.writable.clear()
 
     def resume_writing(self) -> None:
+        self.paused = False
         self.writable.set()
 
     def write(self, data: bytes) -> None:
@@ -939,7 +969,7 @@ class AsgiConnection:
         else:
             request = AsgiRequest(self, stream, scope, payload[4 + scope_len :])
         self.requests[stream] = request
-        request.task = asyncio.ensure_future(request.run(self.app))
+        request.task = self.loop.create_task(request.run(self.app))
 
     def cancel_for_timeout(self, request: AsgiRequest) -> None:
         """Logs where the request's task is waiting, then cancels it."""

@@ -47,9 +47,7 @@ func DecodeHeadInto(p []byte, h *ResponseHead) error {
 	if err != nil {
 		return err
 	}
-	if h.Status, err = latin1(status); err != nil {
-		return fmt.Errorf("status %q: %w", status, err)
-	}
+	h.Status = status
 	if h.Code, err = parseStatus(h.Status); err != nil {
 		return err
 	}
@@ -57,9 +55,6 @@ func DecodeHeadInto(p []byte, h *ResponseHead) error {
 		f := &h.Header[i]
 		if !isToken(f[0]) {
 			return fmt.Errorf("header name %q is not a valid token", f[0])
-		}
-		if f[1], err = latin1(f[1]); err != nil {
-			return fmt.Errorf("header %s: %w", f[0], err)
 		}
 		for j := 0; j < len(f[1]); j++ {
 			if c := f[1][j]; c == '\r' || c == '\n' || c == 0 {
@@ -132,7 +127,9 @@ func (d *decoder) sequence() (int, error) {
 	return 0, errNotFast
 }
 
-// str reads a str in any of marshal's string encodings (no references).
+// str reads a str or a bytes object in any of marshal's string encodings
+// (no references) and returns the bytes it stands for on the wire: a bytes
+// object as it is, a str as latin-1 (WSGI sends str, ASGI bytes).
 func (d *decoder) str() (string, error) {
 	if d.off >= len(d.b) {
 		return "", errShort
@@ -141,7 +138,7 @@ func (d *decoder) str() (string, error) {
 	d.off++
 	var n int
 	switch code {
-	case mUnicode, mInterned, mASCII, mASCIIInt:
+	case mUnicode, mInterned, mASCII, mASCIIInt, mString:
 		u, err := d.u32()
 		if err != nil {
 			return "", err
@@ -157,7 +154,13 @@ func (d *decoder) str() (string, error) {
 		return "", errNotFast
 	}
 	s, err := d.take(n)
-	return string(s), err
+	if err != nil {
+		return "", err
+	}
+	if code == mUnicode || code == mInterned {
+		return latin1(string(s))
+	}
+	return string(s), nil
 }
 
 // decodeHeadGeneric handles any encoding the general decoder understands.
@@ -173,9 +176,9 @@ func decodeHeadGeneric(b []byte, h *ResponseHead) (string, error) {
 	if !ok || len(t) != 2 {
 		return "", errors.New("HEAD frame: want (status, headers)")
 	}
-	status, ok := t[0].(string)
-	if !ok {
-		return "", errors.New("status must be a str")
+	status, err := wireString(t[0])
+	if err != nil {
+		return "", fmt.Errorf("status: %w", err)
 	}
 	list, ok := t[1].([]Value)
 	if !ok {
@@ -186,14 +189,28 @@ func decodeHeadGeneric(b []byte, h *ResponseHead) (string, error) {
 		if !ok || len(pair) != 2 {
 			return "", errors.New("headers must be a list of (name, value) tuples")
 		}
-		name, ok1 := pair[0].(string)
-		value, ok2 := pair[1].(string)
-		if !ok1 || !ok2 {
-			return "", fmt.Errorf("header %v: name and value must be str", pair[0])
+		name, err := wireString(pair[0])
+		if err != nil {
+			return "", fmt.Errorf("header name %v: %w", pair[0], err)
+		}
+		value, err := wireString(pair[1])
+		if err != nil {
+			return "", fmt.Errorf("header %s: %w", name, err)
 		}
 		h.Header = append(h.Header, [2]string{name, value})
 	}
 	return status, nil
+}
+
+// wireString is the bytes a decoded str (latin-1) or bytes value stands for.
+func wireString(v Value) (string, error) {
+	switch v := v.(type) {
+	case string:
+		return latin1(v)
+	case []byte:
+		return string(v), nil
+	}
+	return "", errors.New("must be str or bytes")
 }
 
 func parseStatus(s string) (int, error) {

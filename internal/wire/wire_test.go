@@ -143,6 +143,23 @@ for v in (2, 3, 4):
 	}
 }
 
+// ASGI apps' headers are bytes; the worker passes them through as they are.
+func TestDecodeHeadBytes(t *testing.T) {
+	out := runPython(t, `
+import marshal, struct, sys
+h = marshal.dumps(("200 OK", [(b"content-type", b"text/plain; charset=\xe9"), [b"x-list", b"1"]]), 2)
+sys.stdout.buffer.write(struct.pack("<I", len(h)) + h + b"body")
+`, nil)
+	h, err := DecodeHead([]byte(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][2]string{{"content-type", "text/plain; charset=\xe9"}, {"x-list", "1"}}
+	if h.Code != 200 || !reflect.DeepEqual(h.Header, want) || string(h.Body) != "body" {
+		t.Fatalf("got %+v", h)
+	}
+}
+
 func TestDecodeHeadRejects(t *testing.T) {
 	cases := map[string]string{
 		"CRLF in value":    `("200 OK", [("X-A", "1\r\nX-Injected: 1")])`,
@@ -154,7 +171,9 @@ func TestDecodeHeadRejects(t *testing.T) {
 		"bad status":       `("OK", [])`,
 		"short status":     `("200", [])`,
 		"status code text": `("2x0 OK", [])`,
-		"bytes value":      `("200 OK", [("X-A", b"1")])`,
+		"int value":        `("200 OK", [("X-A", 1)])`,
+		"CRLF in bytes":    `("200 OK", [(b"X-A", b"1\r\nX-Injected: 1")])`,
+		"bytes bad name":   `("200 OK", [(b"X A", b"1")])`,
 		"headers not list": `("200 OK", None)`,
 		"CR in status":     `("200 OK\r\nX: y", [])`,
 	}
