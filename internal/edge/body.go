@@ -269,3 +269,58 @@ func hexVal(b byte) (byte, bool) {
 	}
 	return 0, false
 }
+
+// BodyBuffer collects a request body for a front end other than the HTTP/1
+// engine (HTTP/2, uwsgi, FastCGI): in memory up to a limit, then in a
+// temporary file, exactly as the engine buffers its own.
+type BodyBuffer struct {
+	sink bodySink
+}
+
+// NewBodyBuffer returns a buffer that spills to a file in tempDir ("" for
+// the system's) past memLimit bytes.
+func NewBodyBuffer(memLimit int64, tempDir string) *BodyBuffer {
+	if tempDir == "" {
+		tempDir = os.TempDir()
+	}
+	return &BodyBuffer{sink: bodySink{memLimit: memLimit, dir: tempDir}}
+}
+
+// Write appends p.
+func (b *BodyBuffer) Write(p []byte) (int, error) {
+	s := &b.sink
+	if s.file == nil && s.size+int64(len(p)) > s.memLimit {
+		if err := s.spill(); err != nil {
+			return 0, err
+		}
+	}
+	if s.file == nil {
+		s.mem = append(s.mem, p...)
+		s.size += int64(len(p))
+		return len(p), nil
+	}
+	n, err := s.file.Write(p)
+	s.size += int64(n)
+	if err != nil {
+		return n, &spillError{fmt.Errorf("edge: writing request body to %s: %w", s.file.Name(), err)}
+	}
+	return n, nil
+}
+
+// Len is how many bytes were written.
+func (b *BodyBuffer) Len() int64 { return b.sink.size }
+
+// Body returns the collected body; the buffer must not be written again.
+// Release the body when the request is done.
+func (b *BodyBuffer) Body() *Body {
+	s := &b.sink
+	return &Body{mem: s.mem, file: s.file, size: s.size}
+}
+
+// Discard removes what was collected (a request abandoned half-way).
+func (b *BodyBuffer) Discard() { b.sink.discard() }
+
+// Release removes the body's spill file, if any. The HTTP/1 engine
+// releases its own bodies; other front ends call this when the Handler
+// has returned.
+func (b *Body) Release() { b.release() }
