@@ -21,10 +21,13 @@ import (
 
 // Config is everything taipan needs to run, resolved and checked.
 type Config struct {
-	App     string   // MODULE[:CALLABLE]; "" serves the built-in demo
-	Binds   []string // listener addresses: host:port, [::1]:port, unix:/path
-	Workers int
-	Threads int // requests per worker at once (threads, or greenlets with gevent)
+	App   string // MODULE[:CALLABLE]; "" serves the built-in demo
+	Binds []Bind // listeners
+	// BindsGiven is set when --bind was given; otherwise sockets passed by
+	// systemd (LISTEN_FDS) are used instead of the default bind.
+	BindsGiven bool
+	Workers    int
+	Threads    int // requests per worker at once (threads, or greenlets with gevent)
 	// WorkerClass is the concurrency model of a worker: "sync" (one request
 	// at a time), "gthread" (--threads), or "gevent" (greenlets).
 	WorkerClass string
@@ -75,6 +78,44 @@ type Config struct {
 	WSMaxSize      int64
 	WSPingInterval time.Duration
 	WSPingTimeout  time.Duration
+
+	// The edge.
+	Static            []Mount       // served by Go from disk
+	CGI               []Mount       // CGI scripts, one process per request
+	CGITimeout        time.Duration // a CGI script running longer is killed
+	ForwardedAllowIPs string        // peers whose X-Forwarded-*/Forwarded headers and PROXY headers are trusted
+	ProxyProtocol     bool          // TCP listeners expect a PROXY protocol header (v1 or v2)
+	CertFile, KeyFile string        // TLS for the http listeners
+	CACerts           string        // CA bundle for client certificates
+	CertReqs          string        // client certificates: "none", "optional" or "required"
+	H2C               bool          // cleartext HTTP/2 (prior knowledge and Upgrade: h2c)
+	Umask             int           // applied while creating unix sockets; -1 leaves it alone
+	Backlog           int           // listen(2) backlog
+	ReusePort         bool          // SO_REUSEPORT, so several taipans can share a port
+}
+
+// Bind is one listener: what it speaks and where.
+type Bind struct {
+	// Protocol is "http" (HTTP/1.1, and HTTP/2 over TLS or with --h2c),
+	// "uwsgi" or "fastcgi" (for an nginx in front speaking uwsgi_pass or
+	// fastcgi_pass).
+	Protocol string
+	// Addr is "host:port", "[::1]:port", "unix:/path" or "fd://N" (an
+	// inherited, already listening socket).
+	Addr string
+}
+
+func (b Bind) String() string {
+	if b.Protocol == "http" {
+		return b.Addr
+	}
+	return b.Protocol + "://" + b.Addr
+}
+
+// Mount maps a URL path prefix to a directory (--static, --cgi).
+type Mount struct {
+	Prefix string // "/assets": starts with '/', no trailing slash
+	Dir    string // absolute
 }
 
 // Lane reserves Workers of the -w workers for requests whose path starts
@@ -131,6 +172,11 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 		WSMaxSize:             16 << 20,
 		WSPingInterval:        20 * time.Second,
 		WSPingTimeout:         20 * time.Second,
+		CGITimeout:            30 * time.Second,
+		ForwardedAllowIPs:     "127.0.0.1,::1",
+		CertReqs:              "none",
+		Umask:                 -1,
+		Backlog:               2048,
 	}
 	fs := flag.NewFlagSet("taipan", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -147,6 +193,9 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 		bodyLimit, bodyMemory     = size(c.LimitRequestBody), size(c.BodyMemoryLimit)
 		wsMaxSize                 = size(c.WSMaxSize)
 		wsPing, wsPingTimeout     = seconds(c.WSPingInterval), seconds(c.WSPingTimeout)
+		statics, cgis             listFlag
+		cgiTimeout                = seconds(c.CGITimeout)
+		umask                     string
 	)
 	logLevel = "info"
 	both := func(short, long string, fn func(name string)) { fn(short); fn(long) }
@@ -195,6 +244,19 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 	fs.Var(&wsMaxSize, "ws-max-size", "")
 	fs.Var(&wsPing, "ws-ping-interval", "")
 	fs.Var(&wsPingTimeout, "ws-ping-timeout", "")
+	fs.Var(&statics, "static", "")
+	fs.Var(&cgis, "cgi", "")
+	fs.Var(&cgiTimeout, "cgi-timeout", "")
+	fs.StringVar(&c.ForwardedAllowIPs, "forwarded-allow-ips", c.ForwardedAllowIPs, "")
+	fs.BoolVar(&c.ProxyProtocol, "proxy-protocol", false, "")
+	fs.StringVar(&c.CertFile, "certfile", "", "")
+	fs.StringVar(&c.KeyFile, "keyfile", "", "")
+	fs.StringVar(&c.CACerts, "ca-certs", "", "")
+	fs.StringVar(&c.CertReqs, "cert-reqs", c.CertReqs, "")
+	fs.BoolVar(&c.H2C, "h2c", false, "")
+	fs.StringVar(&umask, "umask", "", "")
+	fs.IntVar(&c.Backlog, "backlog", c.Backlog, "")
+	fs.BoolVar(&c.ReusePort, "reuse-port", false, "")
 
 	// Flags may come before or after the app, as with gunicorn.
 	var positional []string
@@ -262,14 +324,16 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 	default:
 		return nil, Serve, usagef("-k/--worker-class must be sync, gthread or gevent, got %q", c.WorkerClass)
 	}
-	c.Binds = binds
-	if len(c.Binds) == 0 {
-		c.Binds = []string{DefaultBind}
+	c.BindsGiven = len(binds) > 0
+	if len(binds) == 0 {
+		binds = []string{DefaultBind}
 	}
-	for _, b := range c.Binds {
-		if err := checkBind(b); err != nil {
+	for _, b := range binds {
+		bind, err := parseBind(b)
+		if err != nil {
 			return nil, Serve, err
 		}
+		c.Binds = append(c.Binds, bind)
 	}
 	for _, kv := range envs {
 		k, _, ok := strings.Cut(kv, "=")
@@ -351,6 +415,55 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 	}
 	c.KeepAlive, c.HeaderTimeout = time.Duration(keepAlive), time.Duration(headerTimeout)
 	c.LimitRequestBody, c.BodyMemoryLimit = int64(bodyLimit), int64(bodyMemory)
+	if c.Static, err = parseMounts("--static", statics); err != nil {
+		return nil, Serve, err
+	}
+	if c.CGI, err = parseMounts("--cgi", cgis); err != nil {
+		return nil, Serve, err
+	}
+	c.CGITimeout = time.Duration(cgiTimeout)
+	if c.CGITimeout <= 0 {
+		return nil, Serve, usagef("--cgi-timeout must be positive")
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		return nil, Serve, usagef("--certfile and --keyfile go together")
+	}
+	switch c.CertReqs {
+	case "0", "none":
+		c.CertReqs = "none"
+	case "1", "optional":
+		c.CertReqs = "optional"
+	case "2", "required":
+		c.CertReqs = "required"
+	default:
+		return nil, Serve, usagef("--cert-reqs must be none, optional or required (or 0, 1, 2), got %q", c.CertReqs)
+	}
+	if c.CertReqs != "none" && c.CACerts == "" {
+		return nil, Serve, usagef("--cert-reqs %s needs --ca-certs, the CAs that sign client certificates", c.CertReqs)
+	}
+	if c.CACerts != "" && c.CertFile == "" {
+		return nil, Serve, usagef("--ca-certs needs --certfile and --keyfile (client certificates need TLS)")
+	}
+	for _, f := range []*string{&c.CertFile, &c.KeyFile, &c.CACerts} {
+		if *f != "" {
+			if *f, err = filepath.Abs(*f); err != nil {
+				return nil, Serve, usagef("%v", err)
+			}
+		}
+	}
+	if umask != "" {
+		m, err := strconv.ParseUint(umask, 0, 32)
+		if strings.HasPrefix(umask, "0") && !strings.HasPrefix(umask, "0o") && !strings.HasPrefix(umask, "0x") {
+			m, err = strconv.ParseUint(umask, 8, 32)
+		}
+		if err != nil || m > 0o777 {
+			return nil, Serve, usagef("--umask wants an octal mode such as 007 or 0o077, got %q", umask)
+		}
+		c.Umask = int(m)
+	}
+	if c.Backlog < 1 {
+		return nil, Serve, usagef("--backlog must be positive, got %d", c.Backlog)
+	}
 	c.WSMaxSize = int64(wsMaxSize)
 	c.WSPingInterval, c.WSPingTimeout = time.Duration(wsPing), time.Duration(wsPingTimeout)
 	if c.WSMaxSize <= 0 || c.WSMaxSize > 1<<30 {
@@ -418,23 +531,59 @@ func isIdentifier(s string) bool {
 	return true
 }
 
-func checkBind(b string) error {
-	if path, ok := strings.CutPrefix(b, "unix:"); ok {
-		if path == "" {
-			return usagef("--bind %q: empty unix socket path", b)
+// parseBind reads a --bind value: [PROTOCOL://]ADDRESS, where PROTOCOL is
+// http (the default), uwsgi or fastcgi, and ADDRESS is HOST:PORT,
+// [::1]:PORT, unix:/PATH or fd://N.
+func parseBind(b string) (Bind, error) {
+	bind := Bind{Protocol: "http", Addr: b}
+	for _, p := range []string{"http", "uwsgi", "fastcgi"} {
+		if rest, ok := strings.CutPrefix(b, p+"://"); ok {
+			bind = Bind{Protocol: p, Addr: rest}
 		}
-		return nil
 	}
-	host, port, err := splitHostPort(b)
+	addr := bind.Addr
+	if n, ok := strings.CutPrefix(addr, "fd://"); ok {
+		if fd, err := strconv.Atoi(n); err != nil || fd < 3 {
+			return bind, usagef("--bind %q: want fd://N with N an inherited descriptor (3 or more)", b)
+		}
+		return bind, nil
+	}
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		if path == "" {
+			return bind, usagef("--bind %q: empty unix socket path", b)
+		}
+		return bind, nil
+	}
+	_, port, err := splitHostPort(addr)
 	if err != nil {
-		return usagef("--bind %q: %v (want HOST:PORT, [::1]:PORT or unix:/PATH)", b, err)
+		return bind, usagef("--bind %q: %v (want [http://|uwsgi://|fastcgi://]HOST:PORT, [::1]:PORT, unix:/PATH or fd://N)", b, err)
 	}
-	_ = host
 	n, err := strconv.Atoi(port)
 	if err != nil || n < 0 || n > 65535 {
-		return usagef("--bind %q: bad port %q", b, port)
+		return bind, usagef("--bind %q: bad port %q", b, port)
 	}
-	return nil
+	return bind, nil
+}
+
+// parseMounts reads PREFIX=DIR values of flag.
+func parseMounts(flag string, values []string) ([]Mount, error) {
+	var mounts []Mount
+	for _, v := range values {
+		prefix, dir, ok := strings.Cut(v, "=")
+		if !ok || !strings.HasPrefix(prefix, "/") || dir == "" {
+			return nil, usagef("%s wants /URL/PREFIX=DIR, e.g. %s /assets=./public, got %q", flag, flag, v)
+		}
+		prefix = strings.TrimRight(prefix, "/")
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			return nil, usagef("%s %q: %v", flag, v, err)
+		}
+		if st, err := os.Stat(abs); err != nil || !st.IsDir() {
+			return nil, usagef("%s %q: %s is not a directory", flag, v, abs)
+		}
+		mounts = append(mounts, Mount{Prefix: prefix, Dir: abs})
+	}
+	return mounts, nil
 }
 
 func splitHostPort(b string) (host, port string, err error) {
@@ -524,8 +673,11 @@ Examples:
   taipan --python ./venv/bin/python 'app:create_app()'
 
 Server:
-  -b, --bind ADDR            listen on ADDR: HOST:PORT, [::1]:PORT or unix:/PATH;
-                             repeatable (default 127.0.0.1:8000)
+  -b, --bind ADDR            listen on ADDR: HOST:PORT, [::1]:PORT, unix:/PATH or
+                             fd://N (an inherited socket), optionally prefixed
+                             with uwsgi:// or fastcgi:// to speak those protocols
+                             to an nginx in front; repeatable (default
+                             127.0.0.1:8000, or the sockets systemd passes)
   -w, --workers N            Python worker processes (default: one per CPU)
       --threads N            requests each worker runs at once, in threads
                              (for I/O-bound apps; default 1)
@@ -565,6 +717,26 @@ Server:
       --keep-alive S         idle seconds before a keep-alive connection is
                              closed (default 5)
       --header-timeout S     seconds a client has to send a request head (default 10)
+
+Edge:
+      --static PREFIX=DIR    serve the files of DIR at URL PREFIX from Go
+                             (sendfile, ETag, ranges, .gz/.br); repeatable
+      --cgi PREFIX=DIR       run the CGI scripts of DIR at URL PREFIX; repeatable
+      --cgi-timeout S        kill a CGI script running longer (default 30)
+      --certfile FILE, --keyfile FILE
+                             serve HTTPS (and HTTP/2) with this PEM certificate
+                             chain and key; SIGHUP reloads them
+      --ca-certs FILE        CA bundle that signs client certificates
+      --cert-reqs MODE       client certificates: none, optional or required
+      --h2c                  also speak cleartext HTTP/2 (prior knowledge, Upgrade)
+      --forwarded-allow-ips LIST
+                             comma-separated IPs and CIDRs (or *) whose
+                             X-Forwarded-For/-Proto/-Host, Forwarded and PROXY
+                             headers are trusted (default 127.0.0.1,::1)
+      --proxy-protocol       TCP listeners expect a PROXY protocol v1/v2 header
+      --umask MODE           umask for unix sockets (e.g. 007)
+      --backlog N            listen backlog (default 2048)
+      --reuse-port           SO_REUSEPORT: several taipans may share the port
 
 Python:
       --python PATH          interpreter (default: $VIRTUAL_ENV/bin/python, else python3)

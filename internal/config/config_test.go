@@ -32,7 +32,7 @@ func TestDefaults(t *testing.T) {
 	if err != nil || action != Serve {
 		t.Fatal(action, err)
 	}
-	if c.App != "" || !reflect.DeepEqual(c.Binds, []string{"127.0.0.1:8000"}) || c.Workers != runtime.NumCPU() {
+	if c.App != "" || !reflect.DeepEqual(c.Binds, []Bind{{"http", "127.0.0.1:8000"}}) || c.BindsGiven || c.Workers != runtime.NumCPU() {
 		t.Fatalf("defaults: %+v", c)
 	}
 	if c.LogLevel != logging.Info || c.GracefulTimeout != 30*time.Second || c.LimitRequestLine != 4094 {
@@ -42,13 +42,13 @@ func TestDefaults(t *testing.T) {
 
 func TestFlagsBeforeAndAfterApp(t *testing.T) {
 	py := fakePython(t)
-	c, _, err := Parse([]string{"-b", "0.0.0.0:8080", "hello:app", "-w", "4", "--bind", "unix:/tmp/x.sock",
+	c, _, err := Parse([]string{"-b", "0.0.0.0:8080", "hello:app", "-w", "4", "--bind", "unix:/tmp/x.sock", "-b", "uwsgi://127.0.0.1:9000", "-b", "fd://3",
 		"--python", py, "-e", "A=1", "--env", "B=x=y", "--pythonpath", "a,b", "--root-path", "/p",
 		"--graceful-timeout", "2.5", "--limit-request-body", "10m", "--log-level", "WARNING"}, noenv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.App != "hello:app" || c.Workers != 4 || !reflect.DeepEqual(c.Binds, []string{"0.0.0.0:8080", "unix:/tmp/x.sock"}) {
+	if c.App != "hello:app" || c.Workers != 4 || !reflect.DeepEqual(c.Binds, []Bind{{"http", "0.0.0.0:8080"}, {"http", "unix:/tmp/x.sock"}, {"uwsgi", "127.0.0.1:9000"}, {"http", "fd://3"}}) {
 		t.Fatalf("%+v", c)
 	}
 	if !reflect.DeepEqual(c.Env, []string{"A=1", "B=x=y"}) || !reflect.DeepEqual(c.PythonPath, []string{"a", "b"}) {
@@ -87,6 +87,18 @@ func TestBadInput(t *testing.T) {
 		"missing chdir":      {"--chdir", "/nonexistent/dir"},
 		"bad size":           {"--limit-request-body", "lots"},
 		"negative seconds":   {"--graceful-timeout", "-1"},
+		"bad fd bind":        {"-b", "fd://x"},
+		"fd bind below 3":    {"-b", "fd://1"},
+		"bad uwsgi bind":     {"-b", "uwsgi://nowhere"},
+		"static no dir":      {"--static", "/assets=/nonexistent/dir"},
+		"static no prefix":   {"--static", "assets=/tmp"},
+		"cgi no equals":      {"--cgi", "/cgi-bin"},
+		"cert without key":   {"--certfile", "/tmp/c.pem"},
+		"bad cert reqs":      {"--certfile", "c", "--keyfile", "k", "--ca-certs", "ca", "--cert-reqs", "maybe"},
+		"cert reqs no ca":    {"--certfile", "c", "--keyfile", "k", "--cert-reqs", "required"},
+		"bad umask":          {"--umask", "999"},
+		"zero backlog":       {"--backlog", "0"},
+		"ws max size":        {"--ws-max-size", "0"},
 	}
 	for name, args := range cases {
 		_, _, err := Parse(append([]string{"--python", py}, args...), noenv)

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"crypto/tls"
 	"os"
 	"time"
 )
@@ -66,6 +67,15 @@ type Config struct {
 	// including requests rejected by the parser once their request line
 	// was read. The record is reused after the call returns.
 	AccessLog func(*AccessRecord)
+
+	// TLS, when set, makes every listener the Server serves speak HTTPS;
+	// with "h2" among its NextProtos, clients that choose it by ALPN get
+	// HTTP/2.
+	TLS *tls.Config
+	// H2C lets cleartext connections speak HTTP/2: with prior knowledge
+	// (the connection starts with the HTTP/2 preface) or by upgrading an
+	// HTTP/1.1 request (Upgrade: h2c).
+	H2C bool
 }
 
 // DefaultConfig returns a Config with every field at its default.

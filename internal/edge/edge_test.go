@@ -37,7 +37,7 @@ func newTestServer(t *testing.T, cfg Config) *testServer {
 	t.Helper()
 	ts := &testServer{t: t, log: new(bytes.Buffer), release: make(chan struct{}), entered: make(chan struct{}, 4), gone: make(chan bool, 4)}
 	ts.srv = NewServer(cfg, HandlerFunc(ts.serve), logging.New(syncWriter{w: ts.log}, logging.Debug))
-	ln, err := ts.srv.Listen("127.0.0.1:0")
+	ln, err := ts.srv.Listen("127.0.0.1:0", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -620,7 +620,7 @@ func TestUnixSocket(t *testing.T) {
 		mu.Unlock()
 		w.WriteHead(text(200, "200 OK"), []byte("unix ok"), true)
 	}), logging.New(io.Discard, logging.Error))
-	ln, err := srv.Listen("unix:" + path)
+	ln, err := srv.Listen("unix:"+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -658,7 +658,7 @@ func TestRequestFields(t *testing.T) {
 		mu.Unlock()
 		w.WriteHead(text(200, "200 OK"), nil, true)
 	}), logging.New(io.Discard, logging.Error))
-	ln, err := srv.Listen("127.0.0.1:0")
+	ln, err := srv.Listen("127.0.0.1:0", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -766,7 +766,7 @@ func BenchmarkHelloKeepAlive(b *testing.B) {
 	srv := NewServer(Config{}, HandlerFunc(func(w ResponseWriter, r *Request) {
 		w.WriteHead(head, hello, true)
 	}), logging.New(io.Discard, logging.Error))
-	ln, err := srv.Listen("127.0.0.1:0")
+	ln, err := srv.Listen("127.0.0.1:0", nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -808,7 +808,7 @@ func TestWriteTimeoutAndAbort(t *testing.T) {
 			}
 		}
 	}), logging.New(io.Discard, logging.Error))
-	ln, err := srv.Listen("127.0.0.1:0")
+	ln, err := srv.Listen("127.0.0.1:0", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,9 +65,14 @@ func NewServer(cfg Config, h Handler, log *logging.Logger) *Server {
 func (s *Server) Config() Config { return s.cfg }
 
 // Listen opens a listener for addr, which is "host:port", "[::1]:port",
-// ":port" or "unix:/path". A stale unix socket file (one nobody accepts on)
-// is removed first; Shutdown removes the socket file again.
-func (s *Server) Listen(addr string) (net.Listener, error) {
+// ":port" or "unix:/path", with lc's socket options (nil for none). A stale
+// unix socket file (one nobody accepts on) is removed first; Shutdown
+// removes the socket file again.
+func (s *Server) Listen(addr string, lc *net.ListenConfig) (net.Listener, error) {
+	if lc == nil {
+		lc = &net.ListenConfig{}
+	}
+	ctx := context.Background()
 	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
 		if path == "" {
 			return nil, fmt.Errorf("edge: listen %q: empty unix socket path", addr)
@@ -75,7 +80,7 @@ func (s *Server) Listen(addr string) (net.Listener, error) {
 		if err := removeStaleSocket(path); err != nil {
 			return nil, fmt.Errorf("edge: listen %q: %w", addr, err)
 		}
-		ln, err := net.Listen("unix", path)
+		ln, err := lc.Listen(ctx, "unix", path)
 		if err != nil {
 			return nil, fmt.Errorf("edge: listen %q: %w", addr, err)
 		}
@@ -87,7 +92,7 @@ func (s *Server) Listen(addr string) (net.Listener, error) {
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return nil, fmt.Errorf("edge: listen %q: want host:port, :port or unix:/path: %w", addr, err)
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("edge: listen %q: %w", addr, err)
 	}

@@ -7,13 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -56,6 +54,19 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 		defer closeAccess()
 		access = edge.NewAccessLogWriter(out, 200*time.Millisecond)
 		defer access.Close()
+	}
+
+	// systemd's sockets, if it passed any; the variables are cleared before
+	// the workers inherit the environment.
+	inherited, err := systemdListeners()
+	if err != nil {
+		return &ExitError{Code: 1, Msg: err.Error()}
+	}
+	if len(inherited) > 0 && cfg.BindsGiven {
+		for _, l := range inherited {
+			l.Close()
+		}
+		inherited = nil
 	}
 
 	pyDir, err := python.Install()
@@ -136,25 +147,15 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 			WriteTimeout:   edge.DefaultWriteTimeout,
 		},
 	}, log)
-	srv := edge.NewServer(ecfg, br, log)
-
+	fr, trust, err := newFront(cfg, ecfg, br, log)
+	if err != nil {
+		return &ExitError{Code: 1, Msg: err.Error()}
+	}
 	// Bind first: a taken port is reported before any Python starts.
-	var listeners []net.Listener
-	for _, addr := range cfg.Binds {
-		ln, err := srv.Listen(addr)
-		if err != nil {
-			for _, l := range listeners {
-				l.Close()
-			}
-			return &ExitError{Code: 1, Msg: fmt.Sprintf("cannot listen on %s: %v", addr, err)}
-		}
-		listeners = append(listeners, ln)
+	if err := fr.listen(cfg, inherited, trust); err != nil {
+		return &ExitError{Code: 1, Msg: err.Error()}
 	}
-	closeListeners := func() {
-		for _, l := range listeners {
-			l.Close()
-		}
-	}
+	closeListeners := fr.closeListeners
 
 	// Signals are caught from here on, so a Ctrl-C while workers boot
 	// still stops them cleanly.
@@ -190,17 +191,7 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 		log.Infof("No app given: serving the built-in demo (taipan --help shows how to serve yours)")
 	}
 
-	var serving sync.WaitGroup
-	for _, ln := range listeners {
-		log.Infof("Listening at: %s (%d)", describe(ln), os.Getpid())
-		serving.Add(1)
-		go func() {
-			defer serving.Done()
-			if err := srv.Serve(ln); err != nil {
-				log.Errorf("listener %s: %v", describe(ln), err)
-			}
-		}()
-	}
+	fr.serve()
 	threads := ""
 	switch {
 	case cfg.WorkerClass == "gevent":
@@ -237,6 +228,7 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 			switch sig {
 			case syscall.SIGHUP:
 				log.Infof("Handling signal: hup")
+				fr.reloadCerts()
 				go p.Reload()
 			case syscall.SIGTTIN:
 				log.Infof("Handling signal: ttin")
@@ -261,8 +253,7 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		p.Kill()
-		srv.Shutdown(ctx)
-		serving.Wait()
+		fr.shutdown(ctx)
 		p.Close(ctx)
 		log.Infof("Shutting down: Master")
 		return nil
@@ -285,10 +276,9 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 			}
 		}
 	}()
-	if err := srv.Shutdown(ctx); err != nil {
+	if err := fr.shutdown(ctx); err != nil {
 		log.Warnf("Graceful timeout reached; closing the remaining connections")
 	}
-	serving.Wait()
 	p.Close(ctx)
 	log.Infof("Shutting down: Master")
 	return nil
@@ -304,14 +294,6 @@ func openLog(name string, std io.Writer) (io.Writer, func(), error) {
 		return nil, nil, err
 	}
 	return f, func() { f.Close() }, nil
-}
-
-func describe(ln net.Listener) string {
-	a := ln.Addr()
-	if a.Network() == "unix" {
-		return "unix:" + a.String()
-	}
-	return "http://" + a.String()
 }
 
 func signalName(s os.Signal) string {
