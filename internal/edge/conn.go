@@ -3,6 +3,7 @@ package edge
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -58,6 +59,7 @@ type conn struct {
 	serverPort string
 	remoteAddr string
 	remotePort string
+	scheme     string    // "http", or "https" on TLS
 	state      connState // guarded by srv.mu
 
 	cr connReader
@@ -166,8 +168,22 @@ func (c *conn) serve() {
 	c.bw = s.getWriter(&c.cw)
 	defer c.close()
 
+	if tc, ok := c.rwc.(*tls.Conn); ok {
+		proto, err := c.tlsHandshake(tc)
+		if err != nil {
+			s.log.Debugf("edge: TLS handshake with %s: %v", c.rwc.RemoteAddr(), err)
+			return
+		}
+		if proto == "h2" {
+			if s.setState(c, stateActive) {
+				s.h2.serveConn(c, tc, nil, nil)
+			}
+			return
+		}
+	}
+
 	wait := cfg.ReadHeaderTimeout // for the first request of the connection
-	for {
+	for first := true; ; first = false {
 		if c.br.Buffered() == 0 {
 			// Nothing pipelined: send what is pending, then wait idle.
 			if err := c.bw.Flush(); err != nil {
@@ -191,6 +207,10 @@ func (c *conn) serve() {
 			if !s.setState(c, stateActive) {
 				return
 			}
+		}
+		if first && cfg.H2C && c.scheme == "http" && c.hasH2Preface() {
+			c.serveH2Prior()
+			return
 		}
 		wait = cfg.KeepAliveTimeout
 		start := time.Now()
@@ -219,6 +239,13 @@ func (c *conn) serveOne(start time.Time) bool {
 	if err := c.readBody(); err != nil {
 		c.readFailed(err, start)
 		return false
+	}
+	if c.srv.cfg.H2C && c.scheme == "http" {
+		if settings, ok := h2cUpgrade(&c.req); ok {
+			c.upgradeToH2C(settings)
+			c.body.release()
+			return false
+		}
 	}
 	keep := c.runHandler(start)
 	c.body.release()

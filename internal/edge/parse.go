@@ -218,7 +218,7 @@ func (c *conn) buildRequest(s string, lstart int, rl requestLine) error {
 	} else {
 		r.Proto = "HTTP/1.0"
 	}
-	r.Scheme = "http"
+	r.Scheme = c.scheme
 	r.RemoteAddr, r.RemotePort = c.remoteAddr, c.remotePort
 	r.ServerName, r.ServerPort = c.serverName, c.serverPort
 

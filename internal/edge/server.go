@@ -3,6 +3,7 @@ package edge
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -38,7 +39,8 @@ type Server struct {
 
 	shutting   atomic.Bool
 	shutdownCh chan struct{} // closed when Shutdown begins
-	drainUntil atomic.Int64  // unix nanoseconds: idle connections close then
+	h2         *h2Server
+	drainUntil atomic.Int64 // unix nanoseconds: idle connections close then
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -50,7 +52,7 @@ type Server struct {
 // defaults) and reporting errors to log.
 func NewServer(cfg Config, h Handler, log *logging.Logger) *Server {
 	cfg.setDefaults()
-	return &Server{
+	s := &Server{
 		cfg:        cfg,
 		handler:    h,
 		log:        log,
@@ -59,6 +61,8 @@ func NewServer(cfg Config, h Handler, log *logging.Logger) *Server {
 		conns:      make(map[*conn]struct{}),
 		unixPaths:  make(map[string]struct{}),
 	}
+	s.h2 = newH2Server(s)
+	return s
 }
 
 // Config returns the Server's resolved configuration.
@@ -197,6 +201,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.drainUntil.Store(drainUntil.UnixNano())
 	if !s.shutting.Swap(true) {
 		close(s.shutdownCh)
+		s.h2.shutdown()
 	}
 	for ln := range s.listeners {
 		ln.Close()
@@ -243,7 +248,11 @@ func (s *Server) drainDeadline() time.Time { return time.Unix(0, s.drainUntil.Lo
 
 // newConn registers a connection, or returns nil during shutdown.
 func (s *Server) newConn(rwc net.Conn, serverName, serverPort string) *conn {
-	c := &conn{srv: s, rwc: rwc, serverName: serverName, serverPort: serverPort}
+	c := &conn{srv: s, rwc: rwc, serverName: serverName, serverPort: serverPort, scheme: "http"}
+	if s.cfg.TLS != nil {
+		c.rwc = tls.Server(rwc, s.cfg.TLS)
+		c.scheme = "https"
+	}
 	if rwc.RemoteAddr() != nil && rwc.RemoteAddr().Network() != "unix" {
 		c.remoteAddr, c.remotePort, _ = net.SplitHostPort(rwc.RemoteAddr().String())
 	}

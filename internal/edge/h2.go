@@ -1,0 +1,389 @@
+package edge
+
+//lint:file-ignore SA1019 x/net/http2's Server is deprecated in favour of net/http's built-in HTTP/2, but net/http serves only whole listeners and has no h2c Upgrade; the edge needs to hand over single connections (after TLS ALPN, a prior-knowledge preface or an Upgrade: h2c request), which only http2.Server.ServeConn offers.
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// HTTP/2 is served by golang.org/x/net/http2, which does the framing,
+// HPACK, flow control and stream management; the edge adapts each stream
+// to its own Request and ResponseWriter, so a Handler serves HTTP/1.1 and
+// HTTP/2 alike. Bodies are buffered before the Handler runs, as for
+// HTTP/1.1, so a slow uploader never holds a worker.
+
+// h2Preface is how an HTTP/2 connection with prior knowledge begins.
+const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// h2IdleTimeout is how long an HTTP/2 connection with no open stream stays
+// open. Browsers keep HTTP/2 connections for many requests, so this is
+// longer than the HTTP/1.1 keep-alive timeout.
+const h2IdleTimeout = 2 * time.Minute
+
+// h2Server is the HTTP/2 side of a Server.
+type h2Server struct {
+	srv  *Server
+	h2   *http2.Server
+	base *http.Server // only for graceful shutdown: its Shutdown sends GOAWAY on every connection
+}
+
+func newH2Server(s *Server) *h2Server {
+	h := &h2Server{srv: s, h2: &http2.Server{IdleTimeout: h2IdleTimeout}}
+	h.base = &http.Server{
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		ErrorLog:          nil,
+	}
+	// ConfigureServer links the two, so base.Shutdown starts a graceful
+	// shutdown (GOAWAY, then close once streams finish) of every
+	// connection served by h2.
+	http2.ConfigureServer(h.base, h.h2)
+	return h
+}
+
+// serveConn serves an HTTP/2 connection until it closes. upgrade is the
+// HTTP/1.1 request that asked for h2c by Upgrade (it becomes stream 1),
+// or nil.
+func (h *h2Server) serveConn(c *conn, rwc net.Conn, upgrade *http.Request, settings []byte) {
+	opts := &http2.ServeConnOpts{
+		Context:        context.Background(),
+		BaseConfig:     h.base,
+		Handler:        &h2Handler{srv: h.srv, c: c},
+		UpgradeRequest: upgrade,
+		Settings:       settings,
+	}
+	h.h2.ServeConn(rwc, opts)
+}
+
+// shutdown sends GOAWAY on every HTTP/2 connection.
+func (h *h2Server) shutdown() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // base serves no listener of its own: only its hooks matter
+	h.base.Shutdown(ctx)
+}
+
+// bufferedConn is a net.Conn whose first reads come from a bufio.Reader
+// that already holds the start of the stream (the HTTP/2 preface read
+// while looking for an HTTP/1.1 request).
+type bufferedConn struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+func (b *bufferedConn) Read(p []byte) (int, error) {
+	if b.br != nil && b.br.Buffered() > 0 {
+		return b.br.Read(p)
+	}
+	return b.Conn.Read(p)
+}
+
+// h2Handler adapts net/http's view of an HTTP/2 stream to a Handler.
+type h2Handler struct {
+	srv *Server
+	c   *conn
+}
+
+func (h *h2Handler) ServeHTTP(rw http.ResponseWriter, hr *http.Request) {
+	s, c := h.srv, h.c
+	start := time.Now()
+	r := &Request{
+		Method:     hr.Method,
+		Target:     hr.RequestURI,
+		Proto:      "HTTP/2",
+		ProtoMinor: 1, // HTTP/1.1 semantics for the Handler's decisions
+		Host:       hr.Host,
+		Scheme:     c.scheme,
+		RemoteAddr: c.remoteAddr,
+		RemotePort: c.remotePort,
+		ServerName: c.serverName,
+		ServerPort: c.serverPort,
+	}
+	if r.Target == "" {
+		r.Target = hr.URL.RequestURI()
+	}
+	r.Path, r.RawQuery, _ = strings.Cut(r.Target, "?")
+	if hr.Method == "OPTIONS" && r.Target == "*" {
+		r.Path = "*"
+	}
+	r.Header = append(r.Header, HeaderField{Name: "Host", Value: hr.Host})
+	for name, values := range hr.Header {
+		for _, v := range values {
+			r.Header = append(r.Header, HeaderField{Name: name, Value: v})
+		}
+	}
+	w := &h2Response{rw: rw, req: hr, srv: s}
+	var rec AccessRecord
+	defer func() {
+		if s.cfg.AccessLog != nil {
+			rec = AccessRecord{
+				RemoteAddr:  c.remoteAddr,
+				Start:       start,
+				Duration:    time.Since(start),
+				RequestLine: r.Method + " " + r.Target + " HTTP/2.0",
+				Method:      r.Method,
+				Target:      r.Target,
+				Proto:       "HTTP/2.0",
+				Status:      w.code,
+				BodyBytes:   w.written,
+				Referer:     hr.Referer(),
+				UserAgent:   hr.UserAgent(),
+			}
+			s.cfg.AccessLog(&rec)
+		}
+	}()
+
+	body, herr := h.readBody(hr)
+	if herr != nil {
+		w.WriteHead(&ResponseHead{Code: herr.code, Status: herr.status,
+			Header: []HeaderField{{Name: "Content-Type", Value: "text/plain; charset=utf-8"}}},
+			[]byte(herr.status[4:]+": "+herr.reason+"\n"), true)
+		return
+	}
+	defer body.release()
+	r.Body = body
+	s.handler.Serve(w, r)
+	w.finish()
+}
+
+// readBody buffers the request body as the HTTP/1.1 engine does.
+func (h *h2Handler) readBody(hr *http.Request) (*Body, *httpError) {
+	cfg := &h.srv.cfg
+	if hr.Body == nil || hr.Body == http.NoBody {
+		return &Body{}, nil
+	}
+	if hr.ContentLength > 0 && cfg.bodyTooLarge(hr.ContentLength) {
+		return nil, &httpError{413, "413 Content Too Large", "request body too large"}
+	}
+	buf := NewBodyBuffer(cfg.BodyMemoryLimit, cfg.TempDir)
+	limit := int64(-1)
+	if cfg.LimitRequestBody >= 0 {
+		limit = cfg.LimitRequestBody
+	}
+	var src io.Reader = hr.Body
+	if limit >= 0 {
+		src = io.LimitReader(hr.Body, limit+1)
+	}
+	if _, err := io.Copy(buf, src); err != nil {
+		buf.Discard()
+		var se *spillError
+		if errors.As(err, &se) {
+			h.srv.log.Errorf("%v", se)
+			return nil, &httpError{500, "500 Internal Server Error", "could not buffer the request body"}
+		}
+		return nil, &httpError{400, "400 Bad Request", "incomplete request body"}
+	}
+	if limit >= 0 && buf.Len() > limit {
+		buf.Discard()
+		return nil, &httpError{413, "413 Content Too Large", "request body too large"}
+	}
+	return buf.Body(), nil
+}
+
+// h2Response is a ResponseWriter for one HTTP/2 stream.
+type h2Response struct {
+	rw      http.ResponseWriter
+	req     *http.Request
+	srv     *Server
+	code    int
+	written int64
+	head    bool
+	aborted bool
+}
+
+func (w *h2Response) HeadWritten() bool { return w.head }
+
+func (w *h2Response) WriteHead(head *ResponseHead, body []byte, complete bool) error {
+	if w.head {
+		return errHeadWritten
+	}
+	w.head = true
+	w.code = head.Code
+	hdr := w.rw.Header()
+	var hasServer bool
+	for _, f := range head.Header {
+		switch classifyResponseHeader(f.Name) {
+		case hConnection, hHopByHop:
+			continue // connection-specific headers are not allowed in HTTP/2
+		case hServer:
+			hasServer = true
+		case hContentLength:
+			if complete {
+				continue // set below from the body
+			}
+		}
+		if strings.EqualFold(f.Name, "Transfer-Encoding") {
+			continue
+		}
+		hdr.Add(f.Name, f.Value)
+	}
+	if !hasServer && w.srv.cfg.ServerHeader != "" {
+		hdr.Set("Server", w.srv.cfg.ServerHeader)
+	}
+	bodyAllowed := head.Code >= 200 && head.Code != 204 && head.Code != 304
+	if complete && bodyAllowed {
+		hdr.Set("Content-Length", strconv.Itoa(len(body)))
+	}
+	w.rw.WriteHeader(head.Code)
+	if len(body) > 0 && bodyAllowed {
+		n, err := w.rw.Write(body)
+		w.written += int64(n)
+		if err != nil {
+			return err
+		}
+	}
+	if !complete {
+		return http.NewResponseController(w.rw).Flush()
+	}
+	return nil
+}
+
+func (w *h2Response) Write(p []byte) error {
+	if !w.head {
+		return errNoHead
+	}
+	n, err := w.rw.Write(p)
+	w.written += int64(n)
+	if err != nil {
+		return err
+	}
+	return http.NewResponseController(w.rw).Flush()
+}
+
+func (w *h2Response) SendFile(f *os.File, offset, n int64) error {
+	if !w.head {
+		return errNoHead
+	}
+	m, err := io.Copy(w.rw, io.NewSectionReader(f, offset, n))
+	w.written += m
+	if err != nil {
+		return err
+	}
+	return http.NewResponseController(w.rw).Flush()
+}
+
+// Abort resets the stream once the Handler returns, so the client sees
+// the response fail instead of end.
+func (w *h2Response) Abort() { w.aborted = true }
+
+func (w *h2Response) ClientGone() <-chan struct{} { return w.req.Context().Done() }
+
+var errUpgradeH2 = errors.New("edge: protocol upgrades are not available over HTTP/2")
+
+func (w *h2Response) Upgrade(*ResponseHead) (*Upgraded, error) { return nil, errUpgradeH2 }
+
+// finish completes the stream after the Handler returned.
+func (w *h2Response) finish() {
+	if w.aborted {
+		panic(http.ErrAbortHandler) // http2 resets the stream
+	}
+	if !w.head {
+		w.WriteHead(&ResponseHead{Code: 500, Status: "500 Internal Server Error",
+			Header: []HeaderField{{Name: "Content-Type", Value: "text/plain; charset=utf-8"}}},
+			[]byte("Internal Server Error\n"), true)
+	}
+}
+
+// h2cUpgrade reports whether r asks to switch to HTTP/2 (RFC 7540 section
+// 3.2: Upgrade: h2c, with HTTP2-Settings, both named in Connection).
+func h2cUpgrade(r *Request) (settings string, ok bool) {
+	var upgrade, conn bool
+	for _, f := range r.Header {
+		switch {
+		case strings.EqualFold(f.Name, "Upgrade"):
+			upgrade = upgrade || hasToken(f.Value, "h2c")
+		case strings.EqualFold(f.Name, "Connection"):
+			conn = conn || hasToken(f.Value, "upgrade") && hasToken(f.Value, "http2-settings")
+		case strings.EqualFold(f.Name, "HTTP2-Settings"):
+			settings, ok = f.Value, true
+		}
+	}
+	return settings, ok && upgrade && conn
+}
+
+// hasToken reports whether the comma-separated list v holds token.
+func hasToken(v, token string) bool {
+	for item := range strings.SplitSeq(v, ",") {
+		if strings.EqualFold(strings.TrimSpace(item), token) {
+			return true
+		}
+	}
+	return false
+}
+
+// upgradeToH2C answers an h2c Upgrade request with 101 and serves the
+// connection as HTTP/2, with the request as stream 1.
+func (c *conn) upgradeToH2C(settings string) {
+	r := &c.req
+	hr, err := http.NewRequest(r.Method, "http://"+r.Host+r.Target, r.Body.Reader())
+	if err != nil {
+		return
+	}
+	hr.ContentLength = r.Body.Len()
+	for _, f := range r.Header {
+		hr.Header.Add(f.Name, f.Value)
+	}
+	hr.Host = r.Host
+	hr.RemoteAddr = c.rwc.RemoteAddr().String()
+	raw, err := decodeSettings(settings)
+	if err != nil {
+		c.writeError(&httpError{400, "400 Bad Request", "invalid HTTP2-Settings"})
+		return
+	}
+	c.bw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+	if c.bw.Flush() != nil {
+		return
+	}
+	c.rwc.SetDeadline(time.Time{})
+	c.srv.h2.serveConn(c, &bufferedConn{Conn: c.rwc, br: c.br}, hr, raw)
+}
+
+// decodeSettings decodes the base64url HTTP2-Settings value.
+func decodeSettings(v string) ([]byte, error) {
+	v = strings.TrimRight(strings.TrimSpace(v), "=")
+	return base64.RawURLEncoding.DecodeString(v)
+}
+
+// serveH2Prior serves a cleartext connection that began with the HTTP/2
+// preface (prior knowledge).
+func (c *conn) serveH2Prior() {
+	c.rwc.SetDeadline(time.Time{})
+	c.srv.h2.serveConn(c, &bufferedConn{Conn: c.rwc, br: c.br}, nil, nil)
+}
+
+// hasH2Preface reports whether the connection starts with the HTTP/2
+// preface. It reads only as far as the input still matches, so a short
+// HTTP/1 request is never waited on for bytes that will not come.
+func (c *conn) hasH2Preface() bool {
+	for n := 1; ; n++ {
+		b, err := c.br.Peek(n)
+		if err != nil || !strings.HasPrefix(h2Preface, string(b)) {
+			return false
+		}
+		if len(b) == len(h2Preface) {
+			return true
+		}
+	}
+}
+
+// tlsHandshake completes the TLS handshake within ReadHeaderTimeout and
+// reports the protocol chosen by ALPN ("" if none).
+func (c *conn) tlsHandshake(tc *tls.Conn) (string, error) {
+	tc.SetDeadline(time.Now().Add(c.srv.cfg.ReadHeaderTimeout))
+	if err := tc.Handshake(); err != nil {
+		return "", err
+	}
+	tc.SetDeadline(time.Time{})
+	return tc.ConnectionState().NegotiatedProtocol, nil
+}

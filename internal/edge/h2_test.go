@@ -1,0 +1,210 @@
+package edge
+
+//lint:file-ignore SA1019 the test drives the server with x/net/http2's client, the one that speaks h2c with prior knowledge.
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// selfSigned returns a TLS certificate for 127.0.0.1 and a pool that trusts it.
+func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "taipan test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}, pool
+}
+
+// echoProto answers with what the Handler saw of the request.
+func echoProto(w ResponseWriter, r *Request) {
+	body, _ := io.ReadAll(r.Body.Reader())
+	var host string
+	for _, f := range r.Header {
+		if strings.EqualFold(f.Name, "Host") {
+			host = f.Value
+		}
+	}
+	msg := fmt.Sprintf("%s %s %s %s host=%s body=%d", r.Proto, r.Scheme, r.Method, r.Target, host, len(body))
+	if r.Path == "/stream" {
+		w.WriteHead(text(200, "200 OK"), []byte("part1;"), false)
+		w.Write([]byte("part2;"))
+		return
+	}
+	w.WriteHead(text(200, "200 OK"), []byte(msg), true)
+}
+
+func startEdge(t *testing.T, cfg Config) string {
+	t.Helper()
+	srv := NewServer(cfg, HandlerFunc(echoProto), nil)
+	ln, err := srv.Listen("127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	return ln.Addr().String()
+}
+
+func get(t *testing.T, c *http.Client, url string) (*http.Response, string) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(b)
+}
+
+// TLS: HTTP/2 for clients that offer it by ALPN, HTTP/1.1 for the others,
+// and the Handler sees https.
+func TestTLSAndHTTP2(t *testing.T) {
+	cert, pool := selfSigned(t)
+	cfg := DefaultConfig()
+	cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12}
+	addr := startEdge(t, cfg)
+
+	h2 := &http.Client{Transport: &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, body := get(t, h2, "https://"+addr+"/x?y=1")
+	if resp.ProtoMajor != 2 || body != "HTTP/2 https GET /x?y=1 host="+addr+" body=0" {
+		t.Fatalf("HTTP/2: %s %q", resp.Proto, body)
+	}
+	resp, err := h2.Post("https://"+addr+"/up", "text/plain", strings.NewReader(strings.Repeat("x", 3<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.HasSuffix(string(b), "body=3145728") {
+		t.Fatalf("HTTP/2 upload: %q", b)
+	}
+	resp, body = get(t, h2, "https://"+addr+"/stream")
+	if body != "part1;part2;" || resp.ContentLength != -1 {
+		t.Fatalf("HTTP/2 stream: %q %d", body, resp.ContentLength)
+	}
+
+	h1 := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, body = get(t, h1, "https://"+addr+"/x")
+	if resp.ProtoMajor != 1 || body != "HTTP/1.1 https GET /x host="+addr+" body=0" {
+		t.Fatalf("HTTP/1.1 over TLS: %s %q", resp.Proto, body)
+	}
+}
+
+// h2c: cleartext HTTP/2 with prior knowledge and by Upgrade, only with
+// H2C set; HTTP/1.1 keeps working beside it.
+func TestH2C(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.H2C = true
+	addr := startEdge(t, cfg)
+	prior := &http.Client{Transport: &http2.Transport{AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}}}
+	resp, body := get(t, prior, "http://"+addr+"/p")
+	if resp.ProtoMajor != 2 || body != "HTTP/2 http GET /p host="+addr+" body=0" {
+		t.Fatalf("prior knowledge: %s %q", resp.Proto, body)
+	}
+	resp, body = get(t, http.DefaultClient, "http://"+addr+"/h1")
+	if resp.ProtoMajor != 1 || !strings.HasPrefix(body, "HTTP/1.1 http GET /h1") {
+		t.Fatalf("HTTP/1.1 beside h2c: %s %q", resp.Proto, body)
+	}
+
+	// Upgrade: h2c, by hand: 101, then the answer to the request as
+	// stream 1 in HTTP/2 frames.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	settings := base64.RawURLEncoding.EncodeToString(nil)
+	fmt.Fprintf(c, "GET /up HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: %s\r\n\r\n", settings)
+	br := bufio.NewReader(c)
+	status, _ := br.ReadString('\n')
+	if !strings.HasPrefix(status, "HTTP/1.1 101") {
+		t.Fatalf("upgrade answered %q", status)
+	}
+	for {
+		l, _ := br.ReadString('\n')
+		if l == "\r\n" || l == "" {
+			break
+		}
+	}
+	io.WriteString(c, h2Preface)
+	fr := http2.NewFramer(c, br)
+	fr.WriteSettings()
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("reading HTTP/2 frames after the upgrade: %v", err)
+		}
+		if d, ok := f.(*http2.DataFrame); ok && d.StreamID == 1 {
+			if got := string(d.Data()); got != "HTTP/2 http GET /up host=x body=0" {
+				t.Fatalf("stream 1: %q", got)
+			}
+			return
+		}
+	}
+}
+
+// Without H2C a cleartext HTTP/2 preface is an HTTP/1 request of an
+// unsupported version (505).
+func TestNoH2CByDefault(t *testing.T) {
+	addr := startEdge(t, DefaultConfig())
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, h2Preface)
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	if !strings.HasPrefix(line, "HTTP/1.1 505") {
+		t.Fatalf("preface without --h2c answered %q", line)
+	}
+}
