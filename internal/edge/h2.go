@@ -41,7 +41,7 @@ type h2Server struct {
 }
 
 func newH2Server(s *Server) *h2Server {
-	h := &h2Server{srv: s, h2: &http2.Server{IdleTimeout: h2IdleTimeout}}
+	h := &h2Server{srv: s, h2: &http2.Server{IdleTimeout: h2IdleTimeout, MaxReadFrameSize: 16 << 10}}
 	h.base = &http.Server{
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		ErrorLog:          nil,
@@ -57,6 +57,12 @@ func newH2Server(s *Server) *h2Server {
 // HTTP/1.1 request that asked for h2c by Upgrade (it becomes stream 1),
 // or nil.
 func (h *h2Server) serveConn(c *conn, rwc net.Conn, upgrade *http.Request, settings []byte) {
+	var guarded net.Conn = newH2Guard(rwc, rwc.Read, true)
+	if tc, ok := rwc.(*tls.Conn); ok {
+		// The server checks the TLS version and cipher suite through it.
+		guarded = tlsGuard{guarded.(*h2Guard), tc}
+	}
+	rwc = guarded
 	opts := &http2.ServeConnOpts{
 		Context:        context.Background(),
 		BaseConfig:     h.base,
@@ -73,6 +79,14 @@ func (h *h2Server) shutdown() {
 	cancel() // base serves no listener of its own: only its hooks matter
 	h.base.Shutdown(ctx)
 }
+
+// tlsGuard is an h2Guard over TLS, showing the TLS state to the server.
+type tlsGuard struct {
+	*h2Guard
+	tc *tls.Conn
+}
+
+func (g tlsGuard) ConnectionState() tls.ConnectionState { return g.tc.ConnectionState() }
 
 // bufferedConn is a net.Conn whose first reads come from a bufio.Reader
 // that already holds the start of the stream (the HTTP/2 preface read
