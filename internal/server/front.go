@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 
 	"taipan/internal/cgi"
@@ -143,7 +144,7 @@ func (f *front) closeListeners() {
 // serve starts serving every listener.
 func (f *front) serve() {
 	for _, l := range f.listeners {
-		f.log.Infof("Listening at: %s (%s)", describe(l.ln, l.protocol, f.certs != nil), l.protocol)
+		f.log.Infof("Listening at: %s (%d)", describe(l.ln, l.protocol, f.certs != nil), os.Getpid())
 		f.serving.Add(1)
 		go func() {
 			defer f.serving.Done()
