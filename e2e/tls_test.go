@@ -326,4 +326,3 @@ func installH2spec(t *testing.T) string {
 	}
 	return bin
 }
-
