@@ -84,6 +84,7 @@ type Config struct {
 	CGI               []Mount       // CGI scripts, one process per request
 	CGITimeout        time.Duration // a CGI script running longer is killed
 	ForwardedAllowIPs string        // peers whose X-Forwarded-*/Forwarded headers and PROXY headers are trusted
+	ForwardedHeaders  string        // the header family read from them: "x-forwarded" or "forwarded"
 	ProxyProtocol     bool          // TCP listeners expect a PROXY protocol header (v1 or v2)
 	CertFile, KeyFile string        // TLS for the http listeners
 	CACerts           string        // CA bundle for client certificates
@@ -174,6 +175,7 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 		WSPingTimeout:         20 * time.Second,
 		CGITimeout:            30 * time.Second,
 		ForwardedAllowIPs:     "127.0.0.1,::1",
+		ForwardedHeaders:      "x-forwarded",
 		CertReqs:              "none",
 		Umask:                 -1,
 		Backlog:               2048,
@@ -248,6 +250,7 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 	fs.Var(&cgis, "cgi", "")
 	fs.Var(&cgiTimeout, "cgi-timeout", "")
 	fs.StringVar(&c.ForwardedAllowIPs, "forwarded-allow-ips", c.ForwardedAllowIPs, "")
+	fs.StringVar(&c.ForwardedHeaders, "forwarded-headers", c.ForwardedHeaders, "")
 	fs.BoolVar(&c.ProxyProtocol, "proxy-protocol", false, "")
 	fs.StringVar(&c.CertFile, "certfile", "", "")
 	fs.StringVar(&c.KeyFile, "keyfile", "", "")
@@ -424,6 +427,12 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 	c.CGITimeout = time.Duration(cgiTimeout)
 	if c.CGITimeout <= 0 {
 		return nil, Serve, usagef("--cgi-timeout must be positive")
+	}
+	if c.ForwardedHeaders != "x-forwarded" && c.ForwardedHeaders != "forwarded" {
+		return nil, Serve, usagef("--forwarded-headers must be x-forwarded or forwarded, got %q", c.ForwardedHeaders)
+	}
+	if c.ProxyProtocol && strings.TrimSpace(strings.ReplaceAll(c.ForwardedAllowIPs, ",", "")) == "" {
+		return nil, Serve, usagef("--proxy-protocol needs --forwarded-allow-ips to name the proxies allowed to send PROXY headers")
 	}
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		return nil, Serve, usagef("--certfile and --keyfile go together")
@@ -733,6 +742,11 @@ Edge:
                              comma-separated IPs and CIDRs (or *) whose
                              X-Forwarded-For/-Proto/-Host, Forwarded and PROXY
                              headers are trusted (default 127.0.0.1,::1)
+      --forwarded-headers F  which family to read from them: x-forwarded
+                             (X-Forwarded-For/-Proto/-Host, the default) or
+                             forwarded (RFC 7239); the other is ignored, since
+                             a proxy passes the family it does not set through
+                             from the client
       --proxy-protocol       TCP listeners expect a PROXY protocol v1/v2 header
       --umask MODE           umask for unix sockets (e.g. 007)
       --backlog N            listen backlog (default 2048)

@@ -99,6 +99,8 @@ func TestBadInput(t *testing.T) {
 		"bad umask":          {"--umask", "999"},
 		"zero backlog":       {"--backlog", "0"},
 		"ws max size":        {"--ws-max-size", "0"},
+		"forwarded headers":  {"--forwarded-headers", "both"},
+		"proxy trusts none":  {"--proxy-protocol", "--forwarded-allow-ips", ""},
 	}
 	for name, args := range cases {
 		_, _, err := Parse(append([]string{"--python", py}, args...), noenv)

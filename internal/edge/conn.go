@@ -229,6 +229,7 @@ func (c *conn) serve() {
 // connection may carry another.
 func (c *conn) serveOne(start time.Time) bool {
 	c.st = reqState{contentLength: -1}
+	c.req.RemoteAddr = "" // set again once this request's head is parsed
 	if cap(c.hbuf) > maxRetainedHead {
 		c.hbuf = nil // an unusually large head: do not keep its buffer
 	}
@@ -345,8 +346,12 @@ func (c *conn) appendDateServer(b []byte, hasDate, hasServer bool) []byte {
 // logAccess reports the current request to the access log.
 func (c *conn) logAccess(start time.Time, status int, bodyBytes int64) {
 	r := &c.rec
+	client := c.remoteAddr
+	if c.req.RemoteAddr != "" && c.reqLine != "" {
+		client = c.req.RemoteAddr // as the Handler saw it: a trusted proxy's client
+	}
 	*r = AccessRecord{
-		RemoteAddr:  c.remoteAddr,
+		RemoteAddr:  client,
 		Start:       start,
 		Duration:    time.Since(start),
 		RequestLine: c.reqLine,

@@ -142,7 +142,7 @@ func (h *h2Handler) ServeHTTP(rw http.ResponseWriter, hr *http.Request) {
 	defer func() {
 		if s.cfg.AccessLog != nil {
 			rec = AccessRecord{
-				RemoteAddr:  c.remoteAddr,
+				RemoteAddr:  r.RemoteAddr,
 				Start:       start,
 				Duration:    time.Since(start),
 				RequestLine: r.Method + " " + r.Target + " HTTP/2.0",

@@ -85,6 +85,10 @@ func newFront(cfg *config.Config, ecfg edge.Config, app edge.Handler, log *loggi
 	if err != nil {
 		return nil, nil, fmt.Errorf("--forwarded-allow-ips: %w", err)
 	}
+	if err := trust.SetHeaders(cfg.ForwardedHeaders); err != nil {
+		return nil, nil, fmt.Errorf("--forwarded-headers: %w", err)
+	}
+	trust.SetLogger(log)
 	var h edge.Handler = rt
 	if rt.static == nil && rt.cgi == nil {
 		h = app
@@ -128,7 +132,7 @@ func (f *front) listen(cfg *config.Config, inherited []net.Listener, trust *forw
 	if cfg.ProxyProtocol {
 		for i := range f.listeners {
 			if l := &f.listeners[i]; l.ln.Addr().Network() == "tcp" {
-				l.ln = proxyproto.NewListener(l.ln, proxyproto.Config{Trusted: trust.Prefixes(), TrustAll: trust.All()})
+				l.ln = proxyproto.NewListener(l.ln, proxyproto.Config{Trusted: trust.Prefixes(), TrustAll: trust.All(), Log: f.log})
 			}
 		}
 	}
