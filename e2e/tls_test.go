@@ -326,3 +326,22 @@ func installH2spec(t *testing.T) string {
 	}
 	return bin
 }
+
+// TestTLSASGI: an ASGI app over HTTPS sees scheme https, over HTTP/2
+// http_version "2".
+func TestTLSASGI(t *testing.T) {
+	t.Parallel()
+	pki := newPKI(t)
+	certFile, keyFile, _ := pki.server("server", ecKey(t))
+	s := startASGI(t, "fastapi_app", "-w", "1", "--certfile", certFile, "--keyfile", keyFile)
+	resp, err := tlsClient(pki.pool(), true).Get("https://" + s.Addr + "/scope")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sc map[string]any
+	json.NewDecoder(resp.Body).Decode(&sc)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || sc["scheme"] != "https" || sc["http_version"] != "2" {
+		t.Fatalf("%s: scope %v", resp.Proto, sc)
+	}
+}
