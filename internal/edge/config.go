@@ -85,6 +85,13 @@ func DefaultConfig() Config {
 	return c
 }
 
+// WithDefaults returns c with its zero fields replaced by their defaults,
+// for front ends that apply the same limits as the Server.
+func (c Config) WithDefaults() Config {
+	c.setDefaults()
+	return c
+}
+
 // setDefaults replaces zero fields by their defaults.
 func (c *Config) setDefaults() {
 	if c.LimitRequestLine <= 0 {

@@ -89,11 +89,14 @@ func newFront(cfg *config.Config, ecfg edge.Config, app edge.Handler, log *loggi
 		return nil, nil, fmt.Errorf("--forwarded-headers: %w", err)
 	}
 	trust.SetLogger(log)
-	var h edge.Handler = rt
+	var routed edge.Handler = rt
 	if rt.static == nil && rt.cgi == nil {
-		h = app
+		routed = app
 	}
-	h = forwarded.Handler(trust, h)
+	// Forwarding headers apply to the HTTP listeners only. Over uwsgi and
+	// FastCGI, nginx itself reports the client (REMOTE_ADDR, HTTPS), and
+	// any X-Forwarded-For there came from the client, through nginx.
+	h := forwarded.Handler(trust, routed)
 
 	f := &front{log: log}
 	if cfg.CertFile != "" {
@@ -106,8 +109,8 @@ func newFront(cfg *config.Config, ecfg edge.Config, app edge.Handler, log *loggi
 	}
 	ecfg.H2C = cfg.H2C
 	f.http = edge.NewServer(ecfg, h, log)
-	f.uwsgi = uwsgi.NewServer(ecfg, h, log)
-	f.fastcgi = fastcgi.NewServer(ecfg, h, log)
+	f.uwsgi = uwsgi.NewServer(ecfg, routed, log)
+	f.fastcgi = fastcgi.NewServer(ecfg, routed, log)
 	return f, trust, nil
 }
 
