@@ -14,6 +14,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -109,10 +110,23 @@ type h2Handler struct {
 	c   *conn
 }
 
+// h2Stream is the per-stream memory of ServeHTTP, recycled: under load
+// many streams run at once, and their garbage is most of what HTTP/2 costs.
+type h2Stream struct {
+	req  Request
+	resp h2Response
+	body Body
+	rec  AccessRecord
+}
+
+var h2Streams = sync.Pool{New: func() any { return new(h2Stream) }}
+
 func (h *h2Handler) ServeHTTP(rw http.ResponseWriter, hr *http.Request) {
 	s, c := h.srv, h.c
 	start := time.Now()
-	r := &Request{
+	st := h2Streams.Get().(*h2Stream)
+	r := &st.req
+	*r = Request{
 		Method:     hr.Method,
 		Target:     hr.RequestURI,
 		Proto:      "HTTP/2",
@@ -123,6 +137,7 @@ func (h *h2Handler) ServeHTTP(rw http.ResponseWriter, hr *http.Request) {
 		RemotePort: c.remotePort,
 		ServerName: c.serverName,
 		ServerPort: c.serverPort,
+		Header:     st.req.Header[:0],
 	}
 	if r.Target == "" {
 		r.Target = hr.URL.RequestURI()
@@ -137,11 +152,11 @@ func (h *h2Handler) ServeHTTP(rw http.ResponseWriter, hr *http.Request) {
 			r.Header = append(r.Header, HeaderField{Name: name, Value: v})
 		}
 	}
-	w := &h2Response{rw: rw, req: hr, srv: s}
-	var rec AccessRecord
+	w := &st.resp
+	*w = h2Response{rw: rw, req: hr, srv: s}
 	defer func() {
 		if s.cfg.AccessLog != nil {
-			rec = AccessRecord{
+			st.rec = AccessRecord{
 				RemoteAddr:  r.RemoteAddr,
 				Start:       start,
 				Duration:    time.Since(start),
@@ -154,31 +169,33 @@ func (h *h2Handler) ServeHTTP(rw http.ResponseWriter, hr *http.Request) {
 				Referer:     hr.Referer(),
 				UserAgent:   hr.UserAgent(),
 			}
-			s.cfg.AccessLog(&rec)
+			s.cfg.AccessLog(&st.rec)
 		}
+		clear(r.Header) // drop the strings before the memory is reused
+		st.body = Body{}
+		h2Streams.Put(st)
 	}()
 
-	body, herr := h.readBody(hr)
-	if herr != nil {
+	if herr := h.readBody(hr, &st.body); herr != nil {
 		w.WriteHead(&ResponseHead{Code: herr.code, Status: herr.status,
 			Header: []HeaderField{{Name: "Content-Type", Value: "text/plain; charset=utf-8"}}},
 			[]byte(herr.status[4:]+": "+herr.reason+"\n"), true)
 		return
 	}
-	defer body.release()
-	r.Body = body
+	defer st.body.release()
+	r.Body = &st.body
 	s.handler.Serve(w, r)
 	w.finish()
 }
 
-// readBody buffers the request body as the HTTP/1.1 engine does.
-func (h *h2Handler) readBody(hr *http.Request) (*Body, *httpError) {
+// readBody buffers the request body into b as the HTTP/1.1 engine does.
+func (h *h2Handler) readBody(hr *http.Request, b *Body) *httpError {
 	cfg := &h.srv.cfg
 	if hr.Body == nil || hr.Body == http.NoBody {
-		return &Body{}, nil
+		return nil
 	}
 	if hr.ContentLength > 0 && cfg.bodyTooLarge(hr.ContentLength) {
-		return nil, &httpError{413, "413 Content Too Large", "request body too large"}
+		return &httpError{413, "413 Content Too Large", "request body too large"}
 	}
 	buf := NewBodyBuffer(cfg.BodyMemoryLimit, cfg.TempDir)
 	limit := int64(-1)
@@ -194,15 +211,16 @@ func (h *h2Handler) readBody(hr *http.Request) (*Body, *httpError) {
 		var se *spillError
 		if errors.As(err, &se) {
 			h.srv.log.Errorf("%v", se)
-			return nil, &httpError{500, "500 Internal Server Error", "could not buffer the request body"}
+			return &httpError{500, "500 Internal Server Error", "could not buffer the request body"}
 		}
-		return nil, &httpError{400, "400 Bad Request", "incomplete request body"}
+		return &httpError{400, "400 Bad Request", "incomplete request body"}
 	}
 	if limit >= 0 && buf.Len() > limit {
 		buf.Discard()
-		return nil, &httpError{413, "413 Content Too Large", "request body too large"}
+		return &httpError{413, "413 Content Too Large", "request body too large"}
 	}
-	return buf.Body(), nil
+	*b = *buf.Body()
+	return nil
 }
 
 // h2Response is a ResponseWriter for one HTTP/2 stream.

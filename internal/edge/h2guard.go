@@ -29,6 +29,7 @@ import (
 type h2Guard struct {
 	net.Conn
 	src     func([]byte) (int, error) // reads the client's bytes
+	buf     []byte                    // backing store of in, reused
 	in      []byte                    // bytes read, not yet framed
 	out     []byte                    // framed bytes ready for the server
 	preface int                       // preface bytes still to pass through
@@ -85,11 +86,20 @@ func (g *h2Guard) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// fill reads more client bytes.
+// fill reads more client bytes into in, reading straight into its
+// buffer. The buffer holds two whole frames, so once the unread bytes move
+// to its front there is always room for the rest of a frame.
 func (g *h2Guard) fill() error {
-	var buf [h2MaxFrame + 9]byte
-	n, err := g.src(buf[:])
-	g.in = append(g.in, buf[:n]...)
+	if g.buf == nil {
+		g.buf = make([]byte, 2*(h2MaxFrame+9))
+		g.in = g.buf[:0]
+	}
+	if cap(g.in)-len(g.in) < 4096 {
+		n := copy(g.buf, g.in)
+		g.in = g.buf[:n]
+	}
+	n, err := g.src(g.in[len(g.in):cap(g.in)])
+	g.in = g.in[:len(g.in)+n]
 	if n > 0 {
 		return nil
 	}
