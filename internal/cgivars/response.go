@@ -385,6 +385,12 @@ func LogAccess(cfg *edge.Config, rec *edge.AccessRecord, r *edge.Request, start 
 		Proto:       r.Proto,
 		Status:      w.code,
 		BodyBytes:   w.written,
+		Header:      r.Header,
+		Worker:      r.Worker,
+		WorkerPid:   r.WorkerPid,
+	}
+	if r.Body != nil {
+		rec.RequestBytes = r.Body.Len()
 	}
 	for i := range r.Header {
 		switch f := &r.Header[i]; {

@@ -23,6 +23,11 @@ type AccessRecord struct {
 	BodyBytes   int64 // response body bytes sent
 	Referer     string
 	UserAgent   string
+
+	RequestBytes int64         // request body bytes received
+	Header       []HeaderField // the request's headers (nil when it was rejected while parsing)
+	Worker       int           // id of the Python worker that served it (0: none, e.g. a static file)
+	WorkerPid    int
 }
 
 // AppendGunicorn appends r in gunicorn's default access log format,

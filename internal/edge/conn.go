@@ -363,6 +363,10 @@ func (c *conn) logAccess(start time.Time, status int, bodyBytes int64) {
 		Referer:     c.st.referer,
 		UserAgent:   c.st.userAgent,
 	}
+	if c.reqLine != "" && c.req.Method != "" {
+		r.Header, r.Worker, r.WorkerPid = c.req.Header, c.req.Worker, c.req.WorkerPid
+		r.RequestBytes = c.body.Len()
+	}
 	c.srv.cfg.AccessLog(r)
 }
 

@@ -157,17 +157,21 @@ func (h *h2Handler) ServeHTTP(rw http.ResponseWriter, hr *http.Request) {
 	defer func() {
 		if s.cfg.AccessLog != nil {
 			st.rec = AccessRecord{
-				RemoteAddr:  r.RemoteAddr,
-				Start:       start,
-				Duration:    time.Since(start),
-				RequestLine: r.Method + " " + r.Target + " HTTP/2.0",
-				Method:      r.Method,
-				Target:      r.Target,
-				Proto:       "HTTP/2.0",
-				Status:      w.code,
-				BodyBytes:   w.written,
-				Referer:     hr.Referer(),
-				UserAgent:   hr.UserAgent(),
+				RemoteAddr:   r.RemoteAddr,
+				Start:        start,
+				Duration:     time.Since(start),
+				RequestLine:  r.Method + " " + r.Target + " HTTP/2.0",
+				Method:       r.Method,
+				Target:       r.Target,
+				Proto:        "HTTP/2.0",
+				Status:       w.code,
+				BodyBytes:    w.written,
+				Referer:      hr.Referer(),
+				UserAgent:    hr.UserAgent(),
+				RequestBytes: st.body.Len(),
+				Header:       r.Header,
+				Worker:       r.Worker,
+				WorkerPid:    r.WorkerPid,
 			}
 			s.cfg.AccessLog(&st.rec)
 		}

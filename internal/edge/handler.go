@@ -31,6 +31,11 @@ type Request struct {
 	Host       string // Host header value (may be empty for HTTP/1.0)
 	Body       *Body  // never nil; Len() == 0 when there is no body
 
+	// Worker and WorkerPid are set by the Handler when a Python worker
+	// served the request; the access log reports them.
+	Worker    int
+	WorkerPid int
+
 	RemoteAddr string // client IP, or "" for a unix socket
 	RemotePort string // client port, or ""
 	ServerName string // host part of the listener's address
