@@ -143,7 +143,8 @@ func tlsClient(pool *x509.CertPool, h2 bool, certs ...tls.Certificate) *http.Cli
 }
 
 // TestTLS: HTTPS with an ECDSA and an RSA certificate chain, HTTP/2 by
-// ALPN and HTTP/1.1 beside it, https in the environ, no TLS below 1.2.
+// ALPN and HTTP/1.1 beside it, https in the environ, curl and Python's ssl
+// as clients, no TLS below 1.2.
 func TestTLS(t *testing.T) {
 	t.Parallel()
 	pki := newPKI(t)
@@ -178,6 +179,17 @@ func TestTLS(t *testing.T) {
 			if resp.ProtoMajor != wantMajor || env.Scheme != "https" || env.Str["SERVER_PROTOCOL"] != wantProto {
 				t.Errorf("%s h2=%v: %s, scheme %q, SERVER_PROTOCOL %q", tc.name, h2, resp.Proto, env.Scheme, env.Str["SERVER_PROTOCOL"])
 			}
+		}
+		// curl and Python's ssl, trusting only the test's root CA.
+		out, err := exec.Command("curl", "-sS", "--cacert", pki.RootFile, "-o", "/dev/null", "-w", "%{http_version} %{http_code}", "https://"+s.Addr+"/pid").CombinedOutput()
+		if err != nil || string(out) != "2 200" {
+			t.Errorf("%s: curl over TLS: %q %v", tc.name, out, err)
+		}
+		py := "import ssl, sys, urllib.request; ctx = ssl.create_default_context(cafile=sys.argv[1]); " +
+			"r = urllib.request.urlopen('https://' + sys.argv[2] + '/pid', context=ctx); print(r.status, r.read().decode().strip() != '')"
+		out, err = exec.Command(pythonPath(), "-c", py, pki.RootFile, s.Addr).CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != "200 True" {
+			t.Errorf("%s: Python over TLS: %q %v", tc.name, out, err)
 		}
 		old := &tls.Config{RootCAs: pki.pool(), MaxVersion: tls.VersionTLS11}
 		if c, err := tls.Dial("tcp", s.Addr, old); err == nil {
