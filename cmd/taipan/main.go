@@ -7,8 +7,10 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"taipan/internal/config"
@@ -20,7 +22,7 @@ func main() {
 }
 
 func run(args []string) int {
-	cfg, action, err := config.Parse(args, os.Getenv)
+	cfg, action, err := config.ParseEnviron(args, os.Environ())
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "taipan: %v\n", err)
 		return 2
@@ -32,6 +34,12 @@ func run(args []string) int {
 	case config.ShowVersion:
 		fmt.Printf("taipan %s\n", server.Version)
 		return 0
+	case config.PrintConfig, config.PrintConfigJSON:
+		if err := printConfig(os.Stdout, cfg.Settings, action == config.PrintConfigJSON); err != nil {
+			fmt.Fprintf(os.Stderr, "taipan: %v\n", err)
+			return 1
+		}
+		return 0
 	}
 	if err := server.Run(cfg, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintf(os.Stderr, "taipan: %v\n", err)
@@ -42,4 +50,15 @@ func run(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// printConfig writes the resolved settings for --print-config.
+func printConfig(w io.Writer, s config.Settings, asJSON bool) error {
+	if !asJSON {
+		_, err := s.WriteTo(w)
+		return err
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(s)
 }

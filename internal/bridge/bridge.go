@@ -110,7 +110,11 @@ func (b *Bridge) Serve(w edge.ResponseWriter, r *edge.Request) {
 		return
 	}
 	finished := false
-	defer func() { job.Release(!finished) }()
+	defer func() {
+		// The access log names the worker that ran the request.
+		r.Worker, r.WorkerPid = job.Worker()
+		job.Release(!finished)
+	}()
 	var gone <-chan struct{} // watched once a response streams
 	for {
 		select {

@@ -116,7 +116,11 @@ func (b *Bridge) serveWebSocket(w edge.ResponseWriter, r *edge.Request, p *pool.
 		return
 	}
 	finished := false
-	defer func() { job.Release(!finished) }()
+	defer func() {
+		// The access log names the worker that ran the request.
+		r.Worker, r.WorkerPid = job.Worker()
+		job.Release(!finished)
+	}()
 
 	// The handshake: wait for the app's answer to websocket.connect.
 	for {

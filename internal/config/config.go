@@ -16,11 +16,16 @@ import (
 	"strings"
 	"time"
 
+	"taipan/internal/edge"
 	"taipan/internal/logging"
 )
 
 // Config is everything taipan needs to run, resolved and checked.
 type Config struct {
+	// Settings is every setting as resolved, with where each came from
+	// (the command line, the environment, a config file or the default).
+	Settings Settings
+
 	App   string // MODULE[:CALLABLE]; "" serves the built-in demo
 	Binds []Bind // listeners
 	// BindsGiven is set when --bind was given; otherwise sockets passed by
@@ -44,6 +49,12 @@ type Config struct {
 	LogLevel      logging.Level
 	AccessLogFile string // "" none, "-" stdout
 	ErrorLogFile  string // "-" stderr
+	// AccessLogFormat is the access log's line in gunicorn's
+	// access_log_format syntax, checked here ("" = gunicorn's default);
+	// AccessLogJSON writes JSON objects instead.
+	AccessLogFormat string
+	AccessLogJSON   bool
+	LogFormat       logging.Format // the error log's: text or JSON
 
 	GracefulTimeout time.Duration
 	BootTimeout     time.Duration
@@ -93,6 +104,8 @@ type Config struct {
 	Umask             int           // applied while creating unix sockets; -1 leaves it alone
 	Backlog           int           // listen(2) backlog
 	ReusePort         bool          // SO_REUSEPORT, so several taipans can share a port
+
+	MetricsBind string // HOST:PORT of the metrics and health listener; "" = none
 }
 
 // Bind is one listener: what it speaks and where.
@@ -134,6 +147,8 @@ const (
 	Serve Action = iota
 	ShowHelp
 	ShowVersion
+	PrintConfig     // --print-config: print Config.Settings and exit
+	PrintConfigJSON // --print-config=json
 )
 
 // UsageError is a bad command line; the message is one line for the user.
@@ -150,9 +165,11 @@ const (
 	DefaultBind = "127.0.0.1:8000"
 )
 
-// Parse reads args (without the program name). getenv looks up the
-// environment ($VIRTUAL_ENV); lookPath finds an executable on $PATH.
-func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
+// parse resolves args (without the program name) into a Config. src adds
+// --config and --print-config, and fills in the flags args leave unset
+// from the environment and the config file (see Parse). getenv looks up
+// $VIRTUAL_ENV.
+func parse(args []string, getenv func(string) string, src *sources) (*Config, Action, error) {
 	c := &Config{
 		Workers:               runtime.NumCPU(),
 		Threads:               1,
@@ -182,6 +199,7 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 	}
 	fs := flag.NewFlagSet("taipan", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
+	src.define(fs)
 	var (
 		binds, envs, paths, lanes listFlag
 		python, logLevel          string
@@ -219,6 +237,9 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 	fs.StringVar(&c.AccessLogFile, "access-logfile", "", "")
 	fs.StringVar(&c.ErrorLogFile, "error-logfile", c.ErrorLogFile, "")
 	fs.StringVar(&c.ErrorLogFile, "log-file", c.ErrorLogFile, "")
+	fs.StringVar(&c.AccessLogFormat, "access-logformat", "", "")
+	fs.BoolVar(&c.AccessLogJSON, "access-log-json", false, "")
+	fs.Var(&c.LogFormat, "log-format", "")
 	fs.Var(&graceful, "graceful-timeout", "")
 	fs.Var(&boot, "boot-timeout", "")
 	both("t", "timeout", func(n string) { fs.Var(&timeout, n, "") })
@@ -260,6 +281,7 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 	fs.StringVar(&umask, "umask", "", "")
 	fs.IntVar(&c.Backlog, "backlog", c.Backlog, "")
 	fs.BoolVar(&c.ReusePort, "reuse-port", false, "")
+	fs.StringVar(&c.MetricsBind, "metrics-bind", "", "")
 
 	// Flags may come before or after the app, as with gunicorn.
 	var positional []string
@@ -283,6 +305,12 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 	if version {
 		return nil, ShowVersion, nil
 	}
+	if err := src.apply(positional); err != nil {
+		return nil, Serve, err
+	}
+	if len(positional) == 0 && src.app != "" {
+		positional = []string{src.app}
+	}
 	if len(positional) > 1 {
 		return nil, Serve, usagef("expected one app (MODULE[:CALLABLE]), got %d: %s", len(positional), strings.Join(positional, " "))
 	}
@@ -296,6 +324,14 @@ func Parse(args []string, getenv func(string) string) (*Config, Action, error) {
 	var err error
 	if c.LogLevel, err = logging.ParseLevel(logLevel); err != nil {
 		return nil, Serve, usagef("--log-level: %v", err)
+	}
+	if c.AccessLogFormat != "" && c.AccessLogJSON {
+		return nil, Serve, usagef("--access-logformat and --access-log-json exclude each other")
+	}
+	if c.AccessLogFormat != "" {
+		if _, err := edge.ParseAccessFormat(c.AccessLogFormat, getenv); err != nil {
+			return nil, Serve, usagef("--access-logformat: %v", err)
+		}
 	}
 	if c.Workers < 1 {
 		return nil, Serve, usagef("--workers must be at least 1, got %d", c.Workers)
@@ -778,6 +814,24 @@ Logging:
       --log-level LEVEL      debug, info, warning, error or critical (default info)
       --access-logfile FILE  access log, gunicorn's format; "-" is stdout (default none)
       --error-logfile FILE   error log; "-" is stderr (default -)
+      --access-logformat FMT access log line, gunicorn's atoms, e.g.
+                             '%(h)s "%(r)s" %(s)s %(D)s %(w)s' (default
+                             gunicorn's; see docs/operations.md)
+      --access-log-json      access log as one JSON object per line
+      --log-format F         error log as text (default) or json
+      --metrics-bind ADDR    serve /metrics (Prometheus), /healthz, /readyz and
+                             /status.json on HOST:PORT (default: off)
+  SIGUSR1 reopens the log files (after logrotate renames them).
+
+Configuration:
+      --config FILE          read settings from this TOML file instead of the
+                             [tool.taipan] table of ./pyproject.toml
+      --print-config[=json]  print every setting, resolved, and where it came
+                             from, then exit
+  Every flag can also be set in the environment, as TAIPAN_ and its long name
+  (TAIPAN_WORKERS=4; lists comma-separated), or in the config file
+  (workers = 4). The command line wins, then the environment, then the
+  file; see docs/configuration.md.
 
   -h, --help                 show this help
   -v, --version              show the version

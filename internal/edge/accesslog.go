@@ -31,63 +31,68 @@ type AccessRecord struct {
 }
 
 // AppendGunicorn appends r in gunicorn's default access log format,
-// '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"', and a
-// newline.
+// GunicornFormat ('%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s"
+// "%(a)s"'), and a newline. It is what ParseAccessFormat(GunicornFormat)
+// writes, without the loop over compiled atoms.
 func (r *AccessRecord) AppendGunicorn(dst []byte) []byte {
-	dst = appendOrDash(dst, r.RemoteAddr)
-	dst = append(dst, " - - "...)
+	dst = appendAtom(dst, r.RemoteAddr)
+	dst = append(dst, " - "...)
+	dst = appendBasicUser(dst, r.Header)
+	dst = append(dst, ' ')
 	dst = r.Start.AppendFormat(dst, "[02/Jan/2006:15:04:05 -0700]")
 	dst = append(dst, " \""...)
-	dst = append(dst, r.RequestLine...)
+	dst = appendEscaped(dst, r.RequestLine)
 	dst = append(dst, "\" "...)
 	dst = strconv.AppendInt(dst, int64(r.Status), 10)
 	dst = append(dst, ' ')
-	if r.BodyBytes > 0 {
-		dst = strconv.AppendInt(dst, r.BodyBytes, 10)
-	} else {
-		dst = append(dst, '-')
-	}
+	dst = appendCountOrDash(dst, r.BodyBytes)
 	dst = append(dst, " \""...)
-	dst = appendOrDash(dst, r.Referer)
+	dst = appendAtom(dst, r.Referer)
 	dst = append(dst, "\" \""...)
-	dst = appendOrDash(dst, r.UserAgent)
+	dst = appendAtom(dst, r.UserAgent)
 	dst = append(dst, "\"\n"...)
 	return dst
-}
-
-func appendOrDash(dst []byte, s string) []byte {
-	if s == "" {
-		return append(dst, '-')
-	}
-	return append(dst, s...)
 }
 
 // DefaultAccessLogFlush is how often an AccessLogWriter flushes by default.
 const DefaultAccessLogFlush = 200 * time.Millisecond
 
-// AccessLogWriter formats access records in gunicorn's format into a
-// buffer that a background goroutine flushes periodically, so logging
-// costs a formatted append per request instead of a write(2).
+// AccessLogWriter formats access records into a buffer that a background
+// goroutine flushes periodically, so logging costs a formatted append per
+// request instead of a write(2). Each write it makes holds whole lines
+// only, so a log file reopened between two writes gets no torn line.
 type AccessLogWriter struct {
 	mu     sync.Mutex
 	bw     *bufio.Writer
+	format AccessFormat
 	line   []byte
 	closed bool
 	stop   chan struct{}
 	done   chan struct{}
 }
 
-// NewAccessLogWriter returns an AccessLogWriter writing to w and flushing
-// every interval (DefaultAccessLogFlush when interval <= 0). Close it to
-// flush the rest and stop its goroutine.
+// NewAccessLogWriter returns an AccessLogWriter writing gunicorn's default
+// format to w and flushing every interval (DefaultAccessLogFlush when
+// interval <= 0). Close it to flush the rest and stop its goroutine.
 func NewAccessLogWriter(w io.Writer, interval time.Duration) *AccessLogWriter {
+	return NewAccessLogWriterFormat(w, interval, nil)
+}
+
+// NewAccessLogWriterFormat is NewAccessLogWriter with the line format:
+// one compiled by ParseAccessFormat, AppendAccessJSON, or nil for
+// gunicorn's default.
+func NewAccessLogWriterFormat(w io.Writer, interval time.Duration, format AccessFormat) *AccessLogWriter {
 	if interval <= 0 {
 		interval = DefaultAccessLogFlush
 	}
+	if format == nil {
+		format = func(dst []byte, r *AccessRecord) []byte { return r.AppendGunicorn(dst) }
+	}
 	a := &AccessLogWriter{
-		bw:   bufio.NewWriterSize(w, 64<<10),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
+		bw:     bufio.NewWriterSize(w, 64<<10),
+		format: format,
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
 	}
 	go a.flusher(interval)
 	return a
@@ -115,10 +120,26 @@ func (a *AccessLogWriter) flusher(interval time.Duration) {
 func (a *AccessLogWriter) Log(r *AccessRecord) {
 	a.mu.Lock()
 	if !a.closed {
-		a.line = r.AppendGunicorn(a.line[:0])
+		a.line = a.format(a.line[:0], r)
+		if len(a.line) > a.bw.Available() && a.bw.Buffered() > 0 {
+			// bufio would fill the buffer with part of the line and
+			// write it: flush whole lines first.
+			a.bw.Flush()
+		}
 		a.bw.Write(a.line)
+		if cap(a.line) > 64<<10 {
+			a.line = nil // an outsized line's buffer is not kept
+		}
 	}
 	a.mu.Unlock()
+}
+
+// Flush writes the buffered lines now; a log file about to be reopened
+// gets every line logged before.
+func (a *AccessLogWriter) Flush() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.bw.Flush()
 }
 
 // Close flushes buffered lines and stops the flusher. Later Logs are

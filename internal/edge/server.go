@@ -243,6 +243,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
+// ConnCount reports how many client connections are open: those running a
+// request, idle keep-alive ones, and HTTP/2 ones. It is for metrics.
+func (s *Server) ConnCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
 // drainDeadline is when idle connections close during a shutdown.
 func (s *Server) drainDeadline() time.Time { return time.Unix(0, s.drainUntil.Load()) }
 

@@ -68,10 +68,15 @@ type Job struct {
 	awayOnce  sync.Once
 
 	stream uint32
-	queued time.Time // when it was queued (only kept when autoscaling)
+	queued time.Time // when it was submitted (only kept when autoscaling or Hooks.Dispatched wants it)
+	// waitSeen is set once Hooks.Dispatched has seen the job, so that a job
+	// put back in the queue by a dying worker is not counted twice. Only
+	// the goroutine dispatching the job touches it.
+	waitSeen bool
 
 	// Guarded by the worker's mutex:
 	started   time.Time // when it started running, or last produced output
+	began     time.Time // when it started running (for Snapshot)
 	timedOut  bool      // it ran past the timeout
 	cancelled time.Time // when its ASGI task was cancelled for it
 	events    chan Event
@@ -183,3 +188,16 @@ func (j *Job) assign(w *Worker, stream uint32) {
 
 // String is the request line, for logs.
 func (j *Job) String() string { return j.method + " " + j.target }
+
+// Worker reports the id and pid of the worker the job was last dispatched
+// to, or zeros while it is queued (or if it never ran). Once the response
+// has ended it names the worker that ran the job, even one that then died
+// or timed out; the access log reports it.
+func (j *Job) Worker() (id, pid int) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.worker == nil {
+		return 0, 0
+	}
+	return j.worker.ID, j.worker.Pid
+}

@@ -64,6 +64,9 @@ type Config struct {
 	WorkersMax    int
 	ScaleUpWait   time.Duration
 	ScaleDownIdle time.Duration
+
+	// Hooks report what happens in the pool (for metrics).
+	Hooks Hooks
 }
 
 // Pool owns the workers. Requests wait in its queue, in Go, while every
@@ -221,6 +224,9 @@ func (p *Pool) adopt(w *Worker, gen uint64) {
 	}
 	p.mu.Unlock()
 	p.running.Add(1)
+	if h := p.cfg.Hooks.WorkerStarted; h != nil {
+		h(w.ID, w.Pid)
+	}
 	go p.supervise(w)
 	p.workerFree(w, 0)
 }
@@ -233,6 +239,7 @@ func (p *Pool) supervise(w *Worker) {
 	unstarted, err := w.run(p)
 	w.mu.Lock()
 	killed := w.killErr != nil
+	reason := w.stopReason
 	w.mu.Unlock()
 	p.mu.Lock()
 	delete(p.workers, w.ID)
@@ -246,6 +253,17 @@ func (p *Pool) supervise(w *Worker) {
 	p.mu.Unlock()
 	if len(unstarted) > 0 {
 		p.dispatchQueued()
+	}
+	if h := p.cfg.Hooks.WorkerStopped; h != nil {
+		switch {
+		case !closed && !expected && !killed:
+			reason = StopCrash // nobody asked it to go, whatever was planned for it
+		case reason == "" && closed:
+			reason = StopShutdown
+		case reason == "":
+			reason = StopCrash
+		}
+		h(w.ID, w.Pid, reason)
 	}
 	switch {
 	case closed:
@@ -287,6 +305,9 @@ func (p *Pool) replace(gen uint64) {
 		if !current {
 			return
 		}
+		if h := p.cfg.Hooks.BootFailed; h != nil {
+			h(err)
+		}
 		p.log.Errorf("A worker failed to boot, retrying in %v: %v", backoff, err)
 		select {
 		case <-time.After(backoff):
@@ -299,7 +320,7 @@ func (p *Pool) replace(gen uint64) {
 
 // Submit queues a job; it is sent to the first idle worker.
 func (p *Pool) Submit(j *Job) error {
-	if p.cfg.WorkersMax > 0 {
+	if p.cfg.WorkersMax > 0 || p.cfg.Hooks.Dispatched != nil {
 		j.queued = time.Now()
 	}
 	p.mu.Lock()
@@ -368,8 +389,8 @@ func (p *Pool) workerFree(w *Worker, done int) {
 	p.mu.Unlock()
 	// Between requests is when the limits apply: a busy worker never idles,
 	// so waiting for it to sit on the idle list would never recycle it.
-	if reason := p.overLimit(w); reason != "" {
-		p.renew(w, reason)
+	if reason, why := p.overLimit(w); reason != "" {
+		p.renew(w, reason, why)
 	}
 	p.mu.Lock()
 	if p.workers[w.ID] != w || w.retiring {
@@ -445,6 +466,17 @@ func (p *Pool) takeLocked(n int) []*Job {
 // dispatch sends a batch to a worker taken off the idle list. If the worker
 // died in the meantime the jobs go back to the front of the queue.
 func (p *Pool) dispatch(w *Worker, batch []*Job) {
+	if h := p.cfg.Hooks.Dispatched; h != nil {
+		// Before send: once sent, a job may already be back in the queue
+		// (its worker died) and in another goroutine's hands.
+		now := time.Now()
+		for _, j := range batch {
+			if !j.waitSeen {
+				j.waitSeen = true
+				h(now.Sub(j.queued))
+			}
+		}
+	}
 	if w.send(batch, p.nextStream) {
 		p.batches.Add(1)
 		p.sent.Add(uint64(len(batch)))
@@ -473,10 +505,15 @@ func (p *Pool) removeIdle(w *Worker) {
 	}
 }
 
-// retire stops w once it is idle (at once if it is idle now). Its
-// WebSocket sessions, which would keep it busy for as long as their clients
-// stay, are told to end (Job.Away).
-func (p *Pool) retire(w *Worker) {
+// retire stops w once it is idle (at once if it is idle now), for reason.
+// Its WebSocket sessions, which would keep it busy for as long as their
+// clients stay, are told to end (Job.Away).
+func (p *Pool) retire(w *Worker, reason StopReason) {
+	w.mu.Lock()
+	if w.stopReason == "" {
+		w.stopReason = reason
+	}
+	w.mu.Unlock()
 	p.mu.Lock()
 	w.retiring = true
 	p.removeIdle(w)
@@ -502,9 +539,10 @@ func (p *Pool) Interface() string {
 	return ""
 }
 
-// renew replaces w: it boots a new worker of w's generation, puts it to work,
-// then retires w. While the new one boots, w keeps serving.
-func (p *Pool) renew(w *Worker, reason string) {
+// renew replaces w, for reason (why says more, for the log): it boots a new
+// worker of w's generation, puts it to work, then retires w. While the new
+// one boots, w keeps serving.
+func (p *Pool) renew(w *Worker, reason StopReason, why string) {
 	p.mu.Lock()
 	if w.renewing || w.retiring || p.closed || w.gen != p.gen {
 		p.mu.Unlock()
@@ -513,10 +551,10 @@ func (p *Pool) renew(w *Worker, reason string) {
 	w.renewing = true
 	gen := w.gen
 	p.mu.Unlock()
-	p.log.Infof("Recycling worker %d (pid %d): %s; starting its replacement first", w.ID, w.Pid, reason)
+	p.log.Infof("Recycling worker %d (pid %d): %s; starting its replacement first", w.ID, w.Pid, why)
 	go func() {
 		p.replace(gen)
-		p.retire(w)
+		p.retire(w, reason)
 	}()
 }
 
@@ -538,12 +576,14 @@ func (p *Pool) Reload() error {
 	if r, ok := p.spawn.(reloader); ok {
 		if err := r.reload(); err != nil {
 			p.log.Errorf("Reload failed, still serving with the current workers: %v", err)
+			p.reloaded(err)
 			return err
 		}
 	}
 	workers, err := p.bootGeneration(n)
 	if err != nil {
 		p.log.Errorf("Reload failed, still serving with the current workers:\n%v", err)
+		p.reloaded(err)
 		return err
 	}
 	p.mu.Lock()
@@ -566,10 +606,18 @@ func (p *Pool) Reload() error {
 		p.adopt(w, gen)
 	}
 	for _, w := range old {
-		p.retire(w)
+		p.retire(w, StopReload)
 	}
 	p.log.Infof("Reloaded: %d new worker%s serving; %d old one%s finishing", n, plural(n), len(old), plural(len(old)))
+	p.reloaded(nil)
 	return nil
+}
+
+// reloaded reports the outcome of a reload to Hooks.Reloaded.
+func (p *Pool) reloaded(err error) {
+	if h := p.cfg.Hooks.Reloaded; h != nil {
+		h(err)
+	}
 }
 
 // Scale changes the number of workers by delta (SIGTTIN/SIGTTOU), never
@@ -606,7 +654,7 @@ func (p *Pool) scale(delta int, chosen *Worker) {
 	p.mu.Unlock()
 	p.log.Infof("Scaling to %d worker%s", size, plural(size))
 	if victim != nil {
-		p.retire(victim)
+		p.retire(victim, StopScaleDown)
 	}
 	for range delta {
 		go p.replace(gen)
@@ -679,6 +727,7 @@ func (p *Pool) check(w *Worker, now time.Time) {
 	case running != nil && p.cfg.Timeout > 0 && elapsed > p.cfg.Timeout:
 		w.mu.Lock()
 		w.killErr = ErrWorkerDied // claim it before the slow dump, so it happens once
+		w.stopReason = StopTimeout
 		running.timedOut = true
 		w.mu.Unlock()
 		go func() {
@@ -690,6 +739,7 @@ func (p *Pool) check(w *Worker, now time.Time) {
 	case pingable && pingAge > p.cfg.HeartbeatTimeout:
 		w.mu.Lock()
 		w.killErr = ErrWorkerDied
+		w.stopReason = StopHeartbeat
 		w.mu.Unlock()
 		go func() {
 			stack := w.dumpStack()
@@ -734,11 +784,11 @@ func (p *Pool) cancelTimedOut(w *Worker, now time.Time) bool {
 	return !stuck
 }
 
-// overLimit reports why w should be recycled ("" if it should not): it has
-// served --max-requests, or its memory is above --max-rss (read from /proc
-// at most every 100 ms per worker). renew ignores a worker already being
-// replaced.
-func (p *Pool) overLimit(w *Worker) string {
+// overLimit reports why w should be recycled ("" if it should not), and
+// the details for the log: it has served --max-requests, or its memory is
+// above --max-rss (read from /proc at most every 100 ms per worker). renew
+// ignores a worker already being replaced.
+func (p *Pool) overLimit(w *Worker) (StopReason, string) {
 	now := time.Now()
 	w.mu.Lock()
 	served, limit := w.served, w.limit
@@ -748,14 +798,14 @@ func (p *Pool) overLimit(w *Worker) string {
 	}
 	w.mu.Unlock()
 	if limit > 0 && served >= limit {
-		return fmt.Sprintf("served %d requests (--max-requests)", served)
+		return StopMaxRequests, fmt.Sprintf("served %d requests (--max-requests)", served)
 	}
 	if readRSS {
 		if rss, err := w.rssBytes(); err == nil && rss > p.cfg.MaxRSS {
-			return fmt.Sprintf("resident memory %d MB is above --max-rss %d MB", rss>>20, p.cfg.MaxRSS>>20)
+			return StopMaxRSS, fmt.Sprintf("resident memory %d MB is above --max-rss %d MB", rss>>20, p.cfg.MaxRSS>>20)
 		}
 	}
-	return ""
+	return "", ""
 }
 
 // autoscale adds a worker when requests wait too long, or retires one that

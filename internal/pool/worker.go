@@ -53,6 +53,11 @@ type Worker struct {
 	lastBusy   time.Time // when it last finished a batch
 	pingSent   time.Time // zero when no heartbeat is outstanding
 	rssChecked time.Time // when --max-rss was last checked
+
+	// stopReason (guarded by mu) is why taipan stops it, for
+	// Hooks.WorkerStopped; "" when it was not asked to go.
+	stopReason StopReason
+
 	// Guarded by the pool's mutex:
 	assigned int  // requests sent to it and not finished
 	retiring bool // stop it as soon as it is idle
@@ -114,10 +119,13 @@ func (w *Worker) awaitReady(timeout time.Duration) error {
 	return fmt.Errorf("worker %d: expected READY, got %v", w.ID, f.Kind)
 }
 
-// relayOutput copies the worker's stdout and stderr to the error log.
+// relayOutput copies the worker's stdout and stderr to the error log, one
+// entry per line tagged with the worker's id and pid, until the worker
+// exits (its last partial line included).
 func (w *Worker) relayOutput(r *os.File) {
 	defer w.relay.Done()
-	relayLines(r, w.log)
+	defer r.Close()
+	w.log.Relay(r, w.ID, w.Pid)
 }
 
 // collectTracebacks keeps what the worker's faulthandler writes, for dumpStack.
@@ -320,7 +328,7 @@ func (w *Worker) finish(j *Job) int {
 	if len(w.inflight) == 0 {
 		w.lastSeen, w.lastBusy = now, now
 	} else if !w.threaded() {
-		w.inflight[0].started = now // the next job of the batch starts running now
+		w.inflight[0].started, w.inflight[0].began = now, now // the next job of the batch starts running now
 		return 0
 	}
 	n := w.finished
@@ -358,7 +366,7 @@ func (w *Worker) logFrame(p []byte) {
 	default:
 		level = logging.Critical
 	}
-	w.log.Logf(level, "[worker %d pid %d] %s", w.ID, w.Pid, p[1:])
+	w.log.WorkerLogf(level, w.ID, w.Pid, "%s", p[1:])
 }
 
 // failInflight ends the jobs the worker was running (they may have had side
@@ -407,11 +415,11 @@ func (w *Worker) send(jobs []*Job, nextStream func() uint32) bool {
 	}
 	now := time.Now()
 	if len(w.inflight) == 0 {
-		jobs[0].started = now
+		jobs[0].started, jobs[0].began = now, now
 	}
 	for _, j := range jobs {
 		if w.threaded() {
-			j.started = now
+			j.started, j.began = now, now
 		}
 		stream := nextStream()
 		j.assign(w, stream)

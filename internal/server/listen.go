@@ -32,9 +32,7 @@ func systemdListeners() ([]net.Listener, error) {
 	if err != nil || n <= 0 {
 		return nil, nil
 	}
-	os.Unsetenv("LISTEN_PID")
-	os.Unsetenv("LISTEN_FDS")
-	os.Unsetenv("LISTEN_FDNAMES")
+	clearSystemdEnv()
 	var lns []net.Listener
 	for fd := 3; fd < 3+n; fd++ {
 		ln, err := fdListener(fd)
@@ -47,6 +45,27 @@ func systemdListeners() ([]net.Listener, error) {
 		lns = append(lns, ln)
 	}
 	return lns, nil
+}
+
+// keepSystemdSockets leaves systemd's sockets open for fd://N binds to
+// name, but not inherited by workers, and clears the variables.
+func keepSystemdSockets() {
+	pid, err := strconv.Atoi(os.Getenv("LISTEN_PID"))
+	n, err2 := strconv.Atoi(os.Getenv("LISTEN_FDS"))
+	if err == nil && err2 == nil && pid == os.Getpid() {
+		for fd := 3; fd < 3+n; fd++ {
+			unix.CloseOnExec(fd)
+		}
+	}
+	clearSystemdEnv()
+}
+
+// clearSystemdEnv removes the socket-activation variables, which are meant
+// for taipan alone, before workers inherit the environment.
+func clearSystemdEnv() {
+	os.Unsetenv("LISTEN_PID")
+	os.Unsetenv("LISTEN_FDS")
+	os.Unsetenv("LISTEN_FDNAMES")
 }
 
 // fdListener turns an inherited listening socket into a net.Listener.

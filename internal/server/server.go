@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -19,12 +20,15 @@ import (
 	"taipan/internal/config"
 	"taipan/internal/edge"
 	"taipan/internal/logging"
+	"taipan/internal/metrics"
 	"taipan/internal/pool"
 	"taipan/python"
 )
 
 // Version is taipan's version, printed by --version and logged at start.
-const Version = "0.1.0"
+// It is a variable so that release builds can stamp it with
+// -ldflags "-X taipan/internal/server.Version=...".
+var Version = "0.1.0"
 
 // ExitError carries the exit status for a failure that has already been
 // explained to the user (printed to the error log or stderr).
@@ -38,35 +42,37 @@ func (e *ExitError) Error() string { return e.Msg }
 // Run serves until SIGTERM or SIGINT and a graceful drain. stdout receives the
 // access log when it is "-", stderr the error log when it is "-".
 func Run(cfg *config.Config, stdout, stderr io.Writer) error {
-	errOut, closeErrLog, err := openLog(cfg.ErrorLogFile, stderr)
+	logs := &logFiles{}
+	defer logs.close()
+	errOut, err := logs.open(cfg.ErrorLogFile, stderr)
 	if err != nil {
 		return &ExitError{Code: 1, Msg: fmt.Sprintf("--error-logfile: %v", err)}
 	}
-	defer closeErrLog()
-	log := logging.New(errOut, cfg.LogLevel)
+	log := logging.NewFormat(errOut, cfg.LogLevel, cfg.LogFormat)
 
 	var access *edge.AccessLogWriter
 	if cfg.AccessLogFile != "" {
-		out, closeAccess, err := openLog(cfg.AccessLogFile, stdout)
+		format, err := accessFormat(cfg)
+		if err != nil {
+			return &ExitError{Code: 1, Msg: fmt.Sprintf("--access-logformat: %v", err)}
+		}
+		out, err := logs.open(cfg.AccessLogFile, stdout)
 		if err != nil {
 			return &ExitError{Code: 1, Msg: fmt.Sprintf("--access-logfile: %v", err)}
 		}
-		defer closeAccess()
-		access = edge.NewAccessLogWriter(out, 200*time.Millisecond)
-		defer access.Close()
+		access = edge.NewAccessLogWriterFormat(out, 200*time.Millisecond, format)
+		defer access.Close() // before logs.close: the last lines are flushed to the file
+		logs.access = access
 	}
 
-	// systemd's sockets, if it passed any; the variables are cleared before
-	// the workers inherit the environment.
-	inherited, err := systemdListeners()
-	if err != nil {
+	// systemd's sockets, if it passed any and no --bind was given (with
+	// --bind, they stay open for fd://N binds to name); the variables are
+	// cleared before the workers inherit the environment.
+	var inherited []net.Listener
+	if cfg.BindsGiven {
+		keepSystemdSockets()
+	} else if inherited, err = systemdListeners(); err != nil {
 		return &ExitError{Code: 1, Msg: err.Error()}
-	}
-	if len(inherited) > 0 && cfg.BindsGiven {
-		for _, l := range inherited {
-			l.Close()
-		}
-		inherited = nil
 	}
 
 	pyDir, err := python.Install()
@@ -106,6 +112,11 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 		WorkersMin:        cfg.WorkersMin,
 		WorkersMax:        cfg.WorkersMax,
 	}
+	var rec *metrics.Recorder // counts requests and worker events for --metrics-bind
+	if cfg.MetricsBind != "" {
+		rec = metrics.NewRecorder()
+		poolCfg.Hooks = rec.PoolHooks()
+	}
 	p := &pools{}
 	for i, l := range cfg.Lanes {
 		// A lane is a pool of its own, fixed in size; its worker ids start
@@ -132,9 +143,7 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 	if cfg.LimitRequestBody == 0 {
 		ecfg.LimitRequestBody = edge.NoBodyLimit
 	}
-	if access != nil {
-		ecfg.AccessLog = access.Log
-	}
+	ecfg.AccessLog = accessLog(access, rec)
 	br := bridge.New(p.main, bridge.Options{
 		RootPath:     cfg.RootPath,
 		Multiprocess: cfg.Workers > 1 || cfg.WorkersMax > 1,
@@ -156,11 +165,24 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 		return &ExitError{Code: 1, Msg: err.Error()}
 	}
 	closeListeners := fr.closeListeners
+	var admin *metrics.Server
+	if rec != nil {
+		if admin, err = openAdmin(cfg.MetricsBind, rec, p, fr, log); err != nil {
+			closeListeners()
+			return &ExitError{Code: 1, Msg: err.Error()}
+		}
+		// Closed last, after the drain: probes and scrapes watch all of it.
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			admin.Shutdown(ctx)
+		}()
+	}
 
 	// Signals are caught from here on, so a Ctrl-C while workers boot
 	// still stops them cleanly.
 	signals := make(chan os.Signal, 8)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR1)
 	defer signal.Stop(signals)
 	if os.Getpid() == 1 {
 		// As a container's init, orphaned processes are reparented to us
@@ -236,6 +258,9 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 			case syscall.SIGTTOU:
 				log.Infof("Handling signal: ttou")
 				p.Scale(-1)
+			case syscall.SIGUSR1:
+				log.Infof("Handling signal: usr1")
+				logs.reopen(log)
 			case syscall.SIGINT, syscall.SIGQUIT:
 				fast, stop = true, true
 			default:
@@ -243,6 +268,9 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 			}
 			if stop {
 				log.Infof("Handling signal: %s", signalName(sig))
+				if admin != nil {
+					admin.Drain() // /readyz fails from now on, before the listeners close
+				}
 			}
 		}
 	}
@@ -266,6 +294,10 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 		for {
 			select {
 			case s := <-signals:
+				if s == syscall.SIGUSR1 {
+					log.Infof("Handling signal: usr1")
+					logs.reopen(log)
+				}
 				if s == syscall.SIGTERM || s == syscall.SIGINT || s == syscall.SIGQUIT {
 					log.Warnf("Handling signal: %s; stopping now", signalName(s))
 					cancel()
@@ -284,16 +316,72 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// openLog opens a log destination: "-" is the given standard stream.
-func openLog(name string, std io.Writer) (io.Writer, func(), error) {
+// logFiles are the log files taipan writes, which SIGUSR1 reopens after
+// logrotate has renamed them.
+type logFiles struct {
+	files  []*logging.File
+	access *edge.AccessLogWriter // flushed before the files are reopened
+}
+
+// open opens a log destination: "-" is the given standard stream, which a
+// reopen leaves alone.
+func (l *logFiles) open(name string, std io.Writer) (io.Writer, error) {
 	if name == "-" {
-		return std, func() {}, nil
+		return std, nil
 	}
-	f, err := os.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	f, err := logging.OpenFile(name)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return f, func() { f.Close() }, nil
+	l.files = append(l.files, f)
+	return f, nil
+}
+
+// reopen opens every log file again at its path. The access lines logged
+// so far are written to the old file first; a file that cannot be
+// reopened is logged and kept.
+func (l *logFiles) reopen(log *logging.Logger) {
+	if l.access != nil {
+		if err := l.access.Flush(); err != nil {
+			log.Errorf("Flushing the access log: %v", err)
+		}
+	}
+	for _, f := range l.files {
+		if err := f.Reopen(); err != nil {
+			log.Errorf("Keeping the log file: %v", err)
+		}
+	}
+}
+
+func (l *logFiles) close() {
+	for _, f := range l.files {
+		f.Close()
+	}
+}
+
+// accessFormat is the access log's line format: JSON, the compiled
+// --access-logformat, or nil for gunicorn's default.
+func accessFormat(cfg *config.Config) (edge.AccessFormat, error) {
+	switch {
+	case cfg.AccessLogJSON:
+		return edge.AppendAccessJSON, nil
+	case cfg.AccessLogFormat == "" || cfg.AccessLogFormat == edge.GunicornFormat:
+		return nil, nil // AppendGunicorn, the same lines without a loop over atoms
+	}
+	return edge.ParseAccessFormat(cfg.AccessLogFormat, workerGetenv(cfg.Env))
+}
+
+// workerGetenv looks a variable up as the workers see it: set by -e, else
+// in taipan's environment. It resolves the access log's %({Var}e)s atoms.
+func workerGetenv(env []string) func(string) string {
+	return func(key string) string {
+		for i := len(env) - 1; i >= 0; i-- {
+			if k, v, _ := strings.Cut(env[i], "="); k == key {
+				return v
+			}
+		}
+		return os.Getenv(key)
+	}
 }
 
 func signalName(s os.Signal) string {
