@@ -2,19 +2,24 @@
 // HTTP, Python worker processes run only the app.
 //
 //	taipan [OPTIONS] [MODULE[:CALLABLE]]
+//	taipan status|top [--metrics-bind ADDR | ADDR]
 //
 // See taipan --help and README.md.
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"taipan/internal/config"
 	"taipan/internal/server"
+	"taipan/internal/status"
 )
 
 func main() {
@@ -22,6 +27,11 @@ func main() {
 }
 
 func run(args []string) int {
+	if len(args) > 0 && (args[0] == "status" || args[0] == "top") {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return status.Main(ctx, args[0], args[1:], status.Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv})
+	}
 	cfg, action, err := config.ParseEnviron(args, os.Environ())
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "taipan: %v\n", err)

@@ -707,6 +707,7 @@ func (s *size) Set(v string) error {
 
 // Usage is the --help text.
 const Usage = `Usage: taipan [OPTIONS] [MODULE[:CALLABLE]]
+       taipan status|top [--metrics-bind ADDR | ADDR]
 
 Serve a Python WSGI application from a Go edge and Python worker processes.
 MODULE[:CALLABLE] names the app: CALLABLE defaults to "application", then
@@ -716,6 +717,11 @@ Examples:
   taipan hello:app
   taipan -b 0.0.0.0:8080 -w 4 mysite.wsgi:application
   taipan --python ./venv/bin/python 'app:create_app()'
+
+Commands (for a taipan running with --metrics-bind ADDR; ADDR defaults to
+$TAIPAN_METRICS_BIND, else 127.0.0.1:9100; its / is a live status page):
+  status    print its workers, their current requests and recent traffic once
+  top       the same, redrawn every second until q or Ctrl-C
 
 Server:
   -b, --bind ADDR            listen on ADDR: HOST:PORT, [::1]:PORT, unix:/PATH or
@@ -819,8 +825,9 @@ Logging:
                              gunicorn's; see docs/operations.md)
       --access-log-json      access log as one JSON object per line
       --log-format F         error log as text (default) or json
-      --metrics-bind ADDR    serve /metrics (Prometheus), /healthz, /readyz and
-                             /status.json on HOST:PORT (default: off)
+      --metrics-bind ADDR    serve /metrics (Prometheus), /healthz, /readyz,
+                             /status.json and a live status page (/) on
+                             HOST:PORT (default: off)
   SIGUSR1 reopens the log files (after logrotate renames them).
 
 Configuration:

@@ -3,6 +3,7 @@ package metrics
 import (
 	"bytes"
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,6 +37,7 @@ type Config struct {
 //	/healthz      200 while the pools run (liveness)
 //	/readyz       200 while workers are ready and taipan is not draining
 //	/status.json  the workers and recent traffic, for status pages
+//	/             a live status page that polls /status.json
 type Server struct {
 	cfg      Config
 	pid      int
@@ -195,10 +197,25 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
 	w.Write(buf.Bytes())
 }
 
-// serveIndex lists the endpoints, for whoever opens the address in a
+// statusPage is the live status page served at /: one self-contained HTML
+// file (inline CSS and JS, nothing fetched but /status.json).
+//
+//go:embed status.html
+var statusPage []byte
+
+// statusPagePolicy lets the page run its own inline script and style and
+// fetch from this listener, and nothing else.
+const statusPagePolicy = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+// serveIndex serves the status page, for whoever opens the address in a
 // browser.
 func serveIndex(w http.ResponseWriter, r *http.Request) {
-	plain(w, http.StatusOK, "taipan admin: /metrics /healthz /readyz /status.json")
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Security-Policy", statusPagePolicy)
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.Write(statusPage)
 }
 
 // plain writes a one-line text/plain answer that is never cached.
