@@ -25,12 +25,18 @@ func TestStaticFiles(t *testing.T) {
 		"app.3f9a2c1e.js": "hashed",
 		"docs/index.html": "<h1>docs</h1>",
 	}
+	stamp := time.Now().Add(-time.Hour).Truncate(time.Second)
 	for name, content := range files {
 		p := filepath.Join(dir, name)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// One mtime for all: the map's order must not make a .gz sibling
+		// older than its original (an older sibling is ignored as stale).
+		if err := os.Chtimes(p, stamp, stamp); err != nil {
 			t.Fatal(err)
 		}
 	}
