@@ -94,6 +94,7 @@ type Config struct {
 	Static            []Mount       // served by Go from disk
 	CGI               []Mount       // CGI scripts, one process per request
 	CGITimeout        time.Duration // a CGI script running longer is killed
+	CGIEnv            []string      // KEY=VALUE given to every CGI script
 	ForwardedAllowIPs string        // peers whose X-Forwarded-*/Forwarded headers and PROXY headers are trusted
 	ForwardedHeaders  string        // the header family read from them: "x-forwarded" or "forwarded"
 	ProxyProtocol     bool          // TCP listeners expect a PROXY protocol header (v1 or v2)
@@ -213,7 +214,7 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 		bodyLimit, bodyMemory     = size(c.LimitRequestBody), size(c.BodyMemoryLimit)
 		wsMaxSize                 = size(c.WSMaxSize)
 		wsPing, wsPingTimeout     = seconds(c.WSPingInterval), seconds(c.WSPingTimeout)
-		statics, cgis             listFlag
+		statics, cgis, cgiEnv     listFlag
 		cgiTimeout                = seconds(c.CGITimeout)
 		umask                     string
 	)
@@ -270,6 +271,7 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 	fs.Var(&statics, "static", "")
 	fs.Var(&cgis, "cgi", "")
 	fs.Var(&cgiTimeout, "cgi-timeout", "")
+	fs.Var(&cgiEnv, "cgi-env", "")
 	fs.StringVar(&c.ForwardedAllowIPs, "forwarded-allow-ips", c.ForwardedAllowIPs, "")
 	fs.StringVar(&c.ForwardedHeaders, "forwarded-headers", c.ForwardedHeaders, "")
 	fs.BoolVar(&c.ProxyProtocol, "proxy-protocol", false, "")
@@ -460,6 +462,12 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 	if c.CGI, err = parseMounts("--cgi", cgis); err != nil {
 		return nil, Serve, err
 	}
+	for _, kv := range cgiEnv {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return nil, Serve, usagef("--cgi-env wants KEY=VALUE, got %q", kv)
+		}
+	}
+	c.CGIEnv = cgiEnv
 	c.CGITimeout = time.Duration(cgiTimeout)
 	if c.CGITimeout <= 0 {
 		return nil, Serve, usagef("--cgi-timeout must be positive")
@@ -774,6 +782,7 @@ Edge:
                              (sendfile, ETag, ranges, .gz/.br); repeatable
       --cgi PREFIX=DIR       run the CGI scripts of DIR at URL PREFIX; repeatable
       --cgi-timeout S        kill a CGI script running longer (default 30)
+      --cgi-env KEY=VALUE    set a variable for every CGI script; repeatable
       --certfile FILE, --keyfile FILE
                              serve HTTPS (and HTTP/2) with this PEM certificate
                              chain and key; SIGHUP reloads them

@@ -491,6 +491,14 @@ func reasonPhrase(code int) string {
 		return "Forbidden"
 	case 404:
 		return "Not Found"
+	case 405:
+		return "Method Not Allowed"
+	case 412:
+		return "Precondition Failed"
+	case 413:
+		return "Content Too Large"
+	case 416:
+		return "Range Not Satisfiable"
 	case 500:
 		return "Internal Server Error"
 	case 502:

@@ -75,7 +75,7 @@ func newFront(cfg *config.Config, ecfg edge.Config, app edge.Handler, log *loggi
 		for i, m := range cfg.CGI {
 			mounts[i] = cgi.Mount{Prefix: m.Prefix, Dir: m.Dir}
 		}
-		h, err := cgi.New(cgi.Config{Mounts: mounts, Timeout: cfg.CGITimeout}, log)
+		h, err := cgi.New(cgi.Config{Mounts: mounts, Timeout: cfg.CGITimeout, Env: cfg.CGIEnv}, log)
 		if err != nil {
 			return nil, nil, fmt.Errorf("--cgi: %w", err)
 		}
