@@ -10,7 +10,11 @@ import (
 	"os"
 	"runtime/debug"
 	"strconv"
+	"syscall"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // Lingering close: after answering and deciding to close, the edge shuts
@@ -82,6 +86,13 @@ type conn struct {
 
 	peek    [1]byte // a byte read by a ClientGone watch, not yet consumed
 	hasPeek bool
+
+	// raw lets an idle connection wait for input without holding its read
+	// and write buffers (nil unless the connection is a bare TCP or unix
+	// socket); waitFn and waited are the callback it is given.
+	raw    syscall.RawConn
+	waitFn func(uintptr) bool
+	waited bool
 
 	readDeadline  time.Time // last deadline given to rwc, see setReadDeadline
 	writeDeadline time.Time
@@ -164,8 +175,22 @@ func (c *conn) serve() {
 	c.cr.c = c
 	c.cw.c = c
 	c.resp.c = c
-	c.br = s.getReader(&c.cr)
-	c.bw = s.getWriter(&c.cw)
+	// Only a bare socket: a wrapper (a PROXY protocol reader, TLS) may hold
+	// input the socket no longer shows.
+	var sc syscall.Conn
+	switch conn := c.rwc.(type) {
+	case *net.TCPConn:
+		sc = conn
+	case *net.UnixConn:
+		sc = conn
+	}
+	if sc != nil {
+		if raw, err := sc.SyscallConn(); err == nil {
+			c.raw = raw
+			c.waitFn = c.waitReadable
+		}
+	}
+	c.acquireBuffers()
 	defer c.close()
 
 	if tc, ok := c.rwc.(*tls.Conn); ok {
@@ -201,7 +226,7 @@ func (c *conn) serve() {
 				c.readDeadline = s.drainDeadline()
 				c.rwc.SetReadDeadline(c.readDeadline)
 			}
-			if _, err := c.br.Peek(1); err != nil {
+			if !c.awaitInput() {
 				return
 			}
 			if !s.setState(c, stateActive) {
@@ -370,10 +395,67 @@ func (c *conn) logAccess(start time.Time, status int, bodyBytes int64) {
 	c.srv.cfg.AccessLog(r)
 }
 
+// awaitInput waits, within the read deadline in force, until the client
+// sends something, and reports whether it did. With nothing buffered, the
+// wait happens on the socket itself with the buffers back in their pools,
+// so an idle keep-alive connection costs its goroutine and little else
+// (8 KiB less each: 80 MB for 10,000 idle clients). The wait needs no
+// extra system call in the usual case: a peek finds the socket empty where
+// a read would have, the netpoller says when it becomes readable, and the
+// buffered reader then reads as it would have.
+func (c *conn) awaitInput() bool {
+	if c.raw != nil && !c.hasPeek && c.br.Buffered() == 0 {
+		c.releaseBuffers()
+		c.waited = false
+		err := c.raw.Read(c.waitFn)
+		c.acquireBuffers()
+		if err != nil {
+			return false
+		}
+	}
+	_, err := c.br.Peek(1)
+	return err == nil
+}
+
+// waitReadable is the RawConn.Read callback of awaitInput. Its first call
+// looks without consuming (MSG_PEEK) whether input (or end of file) is
+// already there, which it must: the runtime forgets readiness it saw
+// before, and the socket is edge-triggered. If nothing is there, declining
+// makes the runtime wait for the socket to become readable, and the call
+// after that ends the wait.
+func (c *conn) waitReadable(fd uintptr) bool {
+	if c.waited {
+		return true
+	}
+	c.waited = true
+	var b [1]byte
+	_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	return errno != unix.EAGAIN
+}
+
+// acquireBuffers takes a read and a write buffer from the pools.
+func (c *conn) acquireBuffers() {
+	if c.br == nil {
+		c.br = c.srv.getReader(&c.cr)
+		c.bw = c.srv.getWriter(&c.cw)
+	}
+}
+
+// releaseBuffers gives the (empty, flushed) buffers back to the pools.
+func (c *conn) releaseBuffers() {
+	if c.br != nil {
+		c.srv.putReader(c.br)
+		c.srv.putWriter(c.bw)
+		c.br, c.bw = nil, nil
+	}
+}
+
 // close flushes pending output, closes the connection (lingering when the
 // client may still be sending) and returns the buffers to their pools.
 func (c *conn) close() {
 	s := c.srv
+	c.acquireBuffers() // the deferred flush and linger below expect them
 	c.bw.Flush()
 	if c.linger {
 		if tc, ok := c.rwc.(interface{ CloseWrite() error }); ok && tc.CloseWrite() == nil {
@@ -383,8 +465,7 @@ func (c *conn) close() {
 	}
 	c.rwc.Close()
 	c.body.release()
-	s.putReader(c.br)
-	s.putWriter(c.bw)
+	c.releaseBuffers()
 	s.forget(c)
 }
 
