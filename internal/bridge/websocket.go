@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"taipan/internal/httpsyntax"
 	"time"
 
 	"taipan/internal/edge"
@@ -65,23 +66,12 @@ func isWebSocketUpgrade(r *edge.Request) bool {
 		f := &r.Header[i]
 		switch {
 		case strings.EqualFold(f.Name, "Upgrade"):
-			upgrade = upgrade || hasToken(f.Value, "websocket")
+			upgrade = upgrade || httpsyntax.HasToken(f.Value, "websocket")
 		case strings.EqualFold(f.Name, "Connection"):
-			connection = connection || hasToken(f.Value, "upgrade")
+			connection = connection || httpsyntax.HasToken(f.Value, "upgrade")
 		}
 	}
 	return upgrade && connection
-}
-
-// hasToken reports whether the comma-separated list v holds token
-// (case-insensitively).
-func hasToken(v, token string) bool {
-	for item := range strings.SplitSeq(v, ",") {
-		if strings.EqualFold(strings.TrimSpace(item), token) {
-			return true
-		}
-	}
-	return false
 }
 
 // header returns the first value of the named request header.
@@ -173,7 +163,7 @@ func acceptHead(key string, payload []byte) (*edge.ResponseHead, error) {
 		{Name: "Sec-WebSocket-Accept", Value: websocket.AcceptKey(key)},
 	}}
 	if sub, ok := t[0].(string); ok && sub != "" {
-		if !validHeaderValue(sub) {
+		if !httpsyntax.ValidFieldValue(sub) {
 			return nil, errors.New("invalid subprotocol")
 		}
 		head.Header = append(head.Header, edge.HeaderField{Name: "Sec-WebSocket-Protocol", Value: sub})
@@ -189,7 +179,7 @@ func acceptHead(key string, payload []byte) (*edge.ResponseHead, error) {
 		}
 		name, ok1 := pair[0].(string)
 		value, ok2 := pair[1].(string)
-		if !ok1 || !ok2 || !validHeaderName(name) || !validHeaderValue(value) {
+		if !ok1 || !ok2 || !httpsyntax.IsToken(name) || !httpsyntax.ValidFieldValue(value) {
 			return nil, errors.New("invalid header")
 		}
 		switch strings.ToLower(name) {
@@ -199,28 +189,6 @@ func acceptHead(key string, payload []byte) (*edge.ResponseHead, error) {
 		head.Header = append(head.Header, edge.HeaderField{Name: name, Value: value})
 	}
 	return head, nil
-}
-
-func validHeaderName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
-			return false
-		}
-	}
-	return true
-}
-
-func validHeaderValue(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c == '\r' || c == '\n' || c == 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // wsSession relays one accepted WebSocket between the client and the app.

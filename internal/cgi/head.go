@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"taipan/internal/httpsyntax"
 	"time"
 
 	"taipan/internal/edge"
@@ -99,11 +100,11 @@ func parseHead(block []byte) (*edge.ResponseHead, error) {
 			return nil, fmt.Errorf("folded header line %s", quote(line))
 		}
 		name, value, ok := strings.Cut(line, ":")
-		if !ok || !isToken(name) {
+		if !ok || !httpsyntax.IsToken(name) {
 			return nil, fmt.Errorf("malformed header line %s", quote(line))
 		}
 		value = strings.Trim(value, " \t")
-		if !validValue(value) {
+		if !httpsyntax.ValidFieldValue(value) {
 			return nil, fmt.Errorf("control character in header %s: %s", name, quote(value))
 		}
 		switch {
@@ -188,31 +189,6 @@ func gather(f *os.File, body []byte) ([]byte, bool, error) {
 		}
 	}
 	return body, false, nil
-}
-
-// isToken reports whether s is an HTTP token (RFC 9110 section 5.6.2).
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
-			return false
-		}
-	}
-	return true
-}
-
-// validValue reports whether a header value is free of control characters
-// other than tab: no CR, LF or NUL can reach the client's header block.
-func validValue(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < ' ' && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // quote quotes s for a log line, cut short when long.

@@ -16,6 +16,7 @@ import (
 	"bytes"
 	"strconv"
 	"strings"
+	"taipan/internal/httpsyntax"
 
 	"taipan/internal/edge"
 )
@@ -184,7 +185,7 @@ func (b *Builder) addHeader(upper, value []byte) error {
 	if !ok {
 		return b.fail(badRequest("invalid header variable HTTP_" + string(upper)))
 	}
-	if !validValue(value) {
+	if !httpsyntax.ValidFieldValue(value) {
 		return b.fail(badRequest("control character in HTTP_" + string(upper)))
 	}
 	v := string(value)
@@ -269,7 +270,7 @@ func (b *Builder) Build(r *edge.Request, body *edge.Body, addrs *Addrs) error {
 	switch {
 	case b.err != nil:
 		return b.err
-	case b.method == "" || !isToken(b.method):
+	case b.method == "" || !httpsyntax.IsToken(b.method):
 		return badRequest("missing or invalid REQUEST_METHOD")
 	case err != nil:
 		return err
@@ -321,7 +322,7 @@ func headerName(upper []byte) (string, bool) {
 				c += 'a' - 'A'
 			}
 			start = false
-		case isTokenChar(c):
+		case httpsyntax.IsTokenChar(c):
 			start = false
 		default:
 			return "", false
@@ -357,35 +358,6 @@ func escapePath(s string) string {
 
 func needsEscape(c byte) bool {
 	return c <= ' ' || c >= 0x7f || c == '%' || c == '?' || c == '#' || c == '"' || c == '<' || c == '>' || c == '\\' || c == '^' || c == '`' || c == '{' || c == '|' || c == '}'
-}
-
-// validValue reports whether v may be a header value: no control
-// characters but tab.
-func validValue(v []byte) bool {
-	for _, c := range v {
-		if c < ' ' && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-func isToken(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if !isTokenChar(s[i]) {
-			return false
-		}
-	}
-	return s != ""
-}
-
-// isTokenChar reports RFC 9110 tchars.
-func isTokenChar(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }
 
 // parseDecimal parses a non-negative decimal of at most 18 digits, so it

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"taipan/internal/httpsyntax"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -338,24 +339,14 @@ func h2cUpgrade(r *Request) (settings string, ok bool) {
 	for _, f := range r.Header {
 		switch {
 		case strings.EqualFold(f.Name, "Upgrade"):
-			upgrade = upgrade || hasToken(f.Value, "h2c")
+			upgrade = upgrade || httpsyntax.HasToken(f.Value, "h2c")
 		case strings.EqualFold(f.Name, "Connection"):
-			conn = conn || hasToken(f.Value, "upgrade") && hasToken(f.Value, "http2-settings")
+			conn = conn || httpsyntax.HasToken(f.Value, "upgrade") && httpsyntax.HasToken(f.Value, "http2-settings")
 		case strings.EqualFold(f.Name, "HTTP2-Settings"):
 			settings, ok = f.Value, true
 		}
 	}
 	return settings, ok && upgrade && conn
-}
-
-// hasToken reports whether the comma-separated list v holds token.
-func hasToken(v, token string) bool {
-	for item := range strings.SplitSeq(v, ",") {
-		if strings.EqualFold(strings.TrimSpace(item), token) {
-			return true
-		}
-	}
-	return false
 }
 
 // upgradeToH2C answers an h2c Upgrade request with 101 and serves the

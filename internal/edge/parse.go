@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"strings"
+	"taipan/internal/httpsyntax"
 )
 
 // maxLeadingEmptyLines is how many empty lines may precede a request line
@@ -142,7 +143,7 @@ func parseRequestLine(line []byte) (requestLine, *httpError) {
 		return rl, badRequest("malformed request line")
 	}
 	for _, b := range line[:sp1] {
-		if !isTokenChar(b) {
+		if !httpsyntax.IsTokenChar(b) {
 			return rl, badRequest("invalid method")
 		}
 	}
@@ -185,7 +186,7 @@ func scanField(hbuf []byte, start, end int) (fieldSpan, *httpError) {
 		return fieldSpan{}, badRequest("malformed header field")
 	}
 	for _, b := range line[:colon] {
-		if !isTokenChar(b) {
+		if !httpsyntax.IsTokenChar(b) {
 			return fieldSpan{}, badRequest("invalid header field name")
 		}
 	}
@@ -466,16 +467,3 @@ func indexByte(b []byte, c byte) int {
 }
 
 func isDigit(b byte) bool { return '0' <= b && b <= '9' }
-
-// isTokenChar reports whether b may appear in an RFC 9110 token.
-func isTokenChar(b byte) bool {
-	switch {
-	case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9':
-		return true
-	}
-	switch b {
-	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
-		return true
-	}
-	return false
-}

@@ -3,6 +3,7 @@ package forwarded
 import (
 	"fmt"
 	"strings"
+	"taipan/internal/httpsyntax"
 
 	"taipan/internal/edge"
 )
@@ -90,7 +91,7 @@ func parseForwarded(dst []element, s string) ([]element, error) {
 				continue
 			}
 			start := i
-			for i < len(s) && isTchar(s[i]) {
+			for i < len(s) && httpsyntax.IsTokenChar(s[i]) {
 				i++
 			}
 			name := s[start:i]
@@ -134,7 +135,7 @@ func parseValue(s string, i int) (string, int, bool) {
 		return parseQuoted(s, i)
 	}
 	start := i
-	for i < len(s) && isTchar(s[i]) {
+	for i < len(s) && httpsyntax.IsTokenChar(s[i]) {
 		i++
 	}
 	return s[start:i], i, i > start
@@ -185,11 +186,6 @@ func skipOWS(s string, i int) int {
 		i++
 	}
 	return i
-}
-
-// isTchar reports the characters of an RFC 9110 token.
-func isTchar(c byte) bool {
-	return isAlnum(c) || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }
 
 // isQdtext reports the characters allowed unescaped in a quoted-string.

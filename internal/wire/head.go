@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"taipan/internal/httpsyntax"
 	"unicode/utf8"
 )
 
@@ -53,7 +54,7 @@ func DecodeHeadInto(p []byte, h *ResponseHead) error {
 	}
 	for i := range h.Header {
 		f := &h.Header[i]
-		if !isToken(f[0]) {
+		if !httpsyntax.IsToken(f[0]) {
 			return fmt.Errorf("header name %q is not a valid token", f[0])
 		}
 		for j := 0; j < len(f[1]); j++ {
@@ -250,21 +251,4 @@ func latin1(s string) (string, error) {
 		out = append(out, byte(r))
 	}
 	return string(out), nil
-}
-
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case c == '!' || c == '#' || c == '$' || c == '%' || c == '&' || c == '\'' || c == '*' ||
-			c == '+' || c == '-' || c == '.' || c == '^' || c == '_' || c == '`' || c == '|' || c == '~':
-		default:
-			return false
-		}
-	}
-	return true
 }

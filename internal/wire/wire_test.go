@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"reflect"
 	"strings"
+	"taipan/internal/httpsyntax"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -304,7 +305,7 @@ func FuzzDecodeHead(f *testing.F) {
 			return
 		}
 		for _, kv := range h.Header {
-			if !isToken(kv[0]) || strings.ContainsAny(kv[1], "\r\n\x00") {
+			if !httpsyntax.IsToken(kv[0]) || strings.ContainsAny(kv[1], "\r\n\x00") {
 				t.Fatalf("accepted unsafe header %q", kv)
 			}
 		}
