@@ -183,13 +183,13 @@ def load_server(d, name, rnd, clk_tck):
     }
 
 
-def rounds_of(d, names):
-    """The round numbers present (DIR/SERVER/rN), sorted."""
+def rounds_of(d, names, marker="wrk.txt"):
+    """The round numbers present (DIR/SERVER/rN holding marker), sorted."""
     found = set()
     for name in names:
         for entry in os.listdir(os.path.join(d, name)):
             m = re.fullmatch(r"r(\d+)", entry)
-            if m and os.path.isfile(os.path.join(d, name, entry, "wrk.txt")):
+            if m and os.path.isfile(os.path.join(d, name, entry, marker)):
                 found.add(int(m.group(1)))
     return sorted(found)
 

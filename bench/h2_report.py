@@ -20,7 +20,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchtool import fmt, fmt_ms, median, to_ms  # noqa: E402
+from benchtool import fmt, fmt_ms, median, rounds_of, to_ms  # noqa: E402
 
 PEER = "hypercorn-h2"
 # The application protocol h2load must have negotiated with each server.
@@ -118,14 +118,6 @@ def load_run(d, name, rnd, clk_tck):
     }
 
 
-def rounds_of(d, names):
-    found = set()
-    for name in names:
-        for entry in os.listdir(os.path.join(d, name)):
-            m = re.fullmatch(r"r(\d+)", entry)
-            if m and os.path.isfile(os.path.join(d, name, entry, "h2load.txt")):
-                found.add(int(m.group(1)))
-    return sorted(found)
 
 
 def median_round(runs):
@@ -181,7 +173,7 @@ def odd_log_lines(runs_of_server):
 
 def report(d, names):
     clk_tck = os.sysconf("SC_CLK_TCK")
-    rounds = rounds_of(d, names)
+    rounds = rounds_of(d, names, "h2load.txt")
     runs = {n: {k: load_run(d, n, k, clk_tck) for k in rounds
                 if os.path.isfile(os.path.join(d, n, f"r{k}", "h2load.txt"))}
             for n in names}
