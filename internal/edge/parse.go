@@ -226,6 +226,7 @@ func (c *conn) buildRequest(s string, lstart int, rl requestLine) error {
 	st := &c.st
 	*st = reqState{contentLength: -1}
 	hosts := 0
+	var hostField string
 	var te []string
 	for _, f := range c.fields {
 		name := s[f.nameStart:f.nameEnd]
@@ -236,6 +237,7 @@ func (c *conn) buildRequest(s string, lstart int, rl requestLine) error {
 			if strings.EqualFold(name, "host") {
 				hosts++
 				r.Host = value
+				hostField = value
 			}
 		case 6:
 			if strings.EqualFold(name, "expect") {
@@ -263,14 +265,17 @@ func (c *conn) buildRequest(s string, lstart int, rl requestLine) error {
 			}
 		case 14:
 			if strings.EqualFold(name, "content-length") {
-				n, herr := parseContentLength(value)
+				// RFC 9110 section 8.6 lets a recipient accept a repeated
+				// or listed identical length; refusing every repetition
+				// leaves no room for two parsers to disagree.
+				if st.contentLength >= 0 {
+					r.Header = hdr
+					return badRequest("more than one Content-Length")
+				}
+				n, herr := parseDecimal(value)
 				if herr != nil {
 					r.Header = hdr
 					return herr
-				}
-				if st.contentLength >= 0 && st.contentLength != n {
-					r.Header = hdr
-					return badRequest("conflicting Content-Length values")
 				}
 				st.contentLength = n
 			}
@@ -290,6 +295,11 @@ func (c *conn) buildRequest(s string, lstart int, rl requestLine) error {
 	}
 	if hosts == 0 && rl.minor == 1 {
 		return badRequest("missing Host header")
+	}
+	// RFC 9112 section 3.2: an invalid Host gets 400 even when an
+	// absolute-form target supplies the authority. An empty one is valid.
+	if hostField != "" && !validHost(hostField, false) {
+		return badRequest("invalid Host header")
 	}
 	if te != nil {
 		if rl.minor == 0 {
@@ -318,10 +328,18 @@ func (c *conn) buildRequest(s string, lstart int, rl requestLine) error {
 }
 
 // parseTarget splits c.req.Target into Path and RawQuery, handling the
-// origin, absolute and asterisk forms (RFC 9112 section 3.2).
+// origin, absolute and asterisk forms (RFC 9112 section 3.2). A CONNECT
+// request (authority-form) is refused: the edge is not a proxy.
 func (c *conn) parseTarget(minor int) error {
 	r := &c.req
 	t := r.Target
+	if r.Method == "CONNECT" {
+		// RFC 9110 section 9.3.6: the target is host and port, nothing else.
+		if !validHost(t, true) {
+			return badRequest("CONNECT needs an authority-form target")
+		}
+		return &httpError{501, "501 Not Implemented", "CONNECT is not supported"}
+	}
 	if i := strings.IndexByte(t, '#'); i >= 0 {
 		t = t[:i]
 	}
@@ -340,7 +358,8 @@ func (c *conn) parseTarget(minor int) error {
 			end = len(rest)
 		}
 		authority := rest[:end]
-		if authority == "" || strings.IndexByte(authority, '@') >= 0 {
+		// RFC 9110 sections 4.2.1 and 4.2.4: no empty host, no userinfo.
+		if !validHost(authority, false) {
 			return badRequest("invalid authority in absolute-form target")
 		}
 		t = rest[end:]
@@ -360,35 +379,80 @@ func (c *conn) parseTarget(minor int) error {
 	return nil
 }
 
-// parseContentLength parses a Content-Length value: digits only, or a list
-// of identical digit strings ("5, 5").
-func parseContentLength(v string) (int64, *httpError) {
-	n := int64(-1)
-	var herr *httpError
-	forEachListElem(v, func(e string) {
-		if herr != nil {
-			return
+// validHost reports whether s is uri-host [ ":" port ] (RFC 9110 section
+// 7.2, RFC 3986 section 3.2.2): a Host value or the authority of a target,
+// which has no userinfo. The host must not be empty; with needPort, as for
+// CONNECT, neither may the port be.
+func validHost(s string, needPort bool) bool {
+	var host, port string
+	hasPort := false
+	if len(s) > 0 && s[0] == '[' {
+		// IP-literal: an IPv6 address or IPvFuture.
+		end := strings.IndexByte(s, ']')
+		if end < 0 {
+			return false
 		}
-		m, err := parseDecimal(e)
-		if err != nil {
-			herr = err
-			return
+		host = s[1:end]
+		for i := 0; i < len(host); i++ {
+			if c := host[i]; !isUnreserved(c) && !isSubDelim(c) && c != ':' {
+				return false
+			}
 		}
-		if n >= 0 && m != n {
-			herr = badRequest("conflicting Content-Length values")
-			return
+		switch rest := s[end+1:]; {
+		case rest == "":
+		case rest[0] == ':':
+			port, hasPort = rest[1:], true
+		default:
+			return false
 		}
-		n = m
-	})
-	if herr != nil {
-		return 0, herr
+	} else {
+		// reg-name, which covers IPv4 addresses.
+		host = s
+		if i := strings.IndexByte(s, ':'); i >= 0 {
+			host, port, hasPort = s[:i], s[i+1:], true
+		}
+		for i := 0; i < len(host); i++ {
+			switch c := host[i]; {
+			case isUnreserved(c) || isSubDelim(c):
+			case c == '%' && i+2 < len(host) && isHex(host[i+1]) && isHex(host[i+2]):
+				i += 2
+			default:
+				return false
+			}
+		}
 	}
-	if n < 0 {
-		return 0, badRequest("empty Content-Length")
+	if host == "" || needPort && (!hasPort || port == "") {
+		return false
 	}
-	return n, nil
+	for i := 0; i < len(port); i++ {
+		if !isDigit(port[i]) {
+			return false
+		}
+	}
+	return true
 }
 
+// isUnreserved reports whether c is an RFC 3986 unreserved character.
+func isUnreserved(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || isDigit(c) || c == '-' || c == '.' || c == '_' || c == '~'
+}
+
+// isSubDelim reports whether c is an RFC 3986 sub-delims character.
+func isSubDelim(c byte) bool {
+	switch c {
+	case '!', '$', '&', '\'', '(', ')', '*', '+', ',', ';', '=':
+		return true
+	}
+	return false
+}
+
+func isHex(c byte) bool {
+	_, ok := hexVal(c)
+	return ok
+}
+
+// parseDecimal parses a Content-Length value, 1*DIGIT (RFC 9110 section
+// 8.6); leading zeros are allowed, signs and lists are not.
 func parseDecimal(s string) (int64, *httpError) {
 	if s == "" {
 		return 0, badRequest("empty Content-Length")
