@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"taipan/internal/httpsyntax"
 )
 
 // maxChunkLine bounds a chunk-size line including its extensions.
@@ -42,25 +44,32 @@ func (s *bodySink) readFrom(br *bufio.Reader, n int64) error {
 		if m < n && !isFileError(err) {
 			return noEOF(err)
 		}
-		return &spillError{fmt.Errorf("edge: writing request body to %s: %w", s.file.Name(), err)}
+		return s.writeFailed(err)
 	}
 	return nil
 }
 
 // spill moves the in-memory part of the body to a new temporary file.
 func (s *bodySink) spill() error {
-	f, err := os.CreateTemp(s.dir, "taipan-body-*")
+	f, err := os.CreateTemp(s.dir, "taipan-body-*") // mode 0600: bodies may hold secrets
 	if err != nil {
-		return &spillError{fmt.Errorf("edge: creating request body spill file: %w", err)}
+		return &spillError{fmt.Errorf("edge: could not create a request body file in %s (--tmp-dir): %w", s.dir, err)}
 	}
 	if _, err := f.Write(s.mem); err != nil {
 		f.Close()
 		os.Remove(f.Name())
-		return &spillError{fmt.Errorf("edge: writing request body to %s: %w", f.Name(), err)}
+		return s.writeFailed(err)
 	}
 	s.file = f
 	s.mem = nil
 	return nil
+}
+
+// writeFailed describes a failed write to the spill file (the disk is
+// full, most likely) for the error log: where, and after how many bytes.
+// The caller discards the partial file.
+func (s *bodySink) writeFailed(err error) error {
+	return &spillError{fmt.Errorf("edge: could not buffer a request body in %s (--tmp-dir) after %d bytes: %w", s.dir, s.size, err)}
 }
 
 // discard removes a partly written spill file.
@@ -74,7 +83,8 @@ func (s *bodySink) discard() {
 }
 
 // spillError is a local failure (disk full, unwritable TempDir) while
-// buffering a body: the client gets 500 and the error is logged.
+// buffering a body: the client gets 500 and the error is logged
+// (docs/operations.md, "Faults").
 type spillError struct{ err error }
 
 func (e *spillError) Error() string { return e.err.Error() }
@@ -193,7 +203,11 @@ func (c *conn) skipTrailers() error {
 		if n >= cfg.LimitRequestFields {
 			return &httpError{431, "431 Request Header Fields Too Large", "too many trailer fields"}
 		}
-		if line[0] == ' ' || line[0] == '\t' || indexByte(line, ':') <= 0 {
+		// A field line as in the header section (RFC 9112 section 5):
+		// no obs-fold, a token name, no whitespace before the colon.
+		// readStrictLine has already refused control characters.
+		colon := indexByte(line, ':')
+		if colon <= 0 || !httpsyntax.IsToken(line[:colon]) {
 			return badRequest("malformed trailer field")
 		}
 	}
@@ -231,7 +245,9 @@ func (c *conn) readStrictLine(limit int) ([]byte, error) {
 	return line, nil
 }
 
-// parseChunkSize parses "1*HEXDIG [ BWS ; chunk-ext ]".
+// parseChunkSize parses a chunk-size line without its CRLF: "1*HEXDIG"
+// followed by chunk extensions (RFC 9112 section 7.1.1), which must be
+// well-formed but are otherwise ignored.
 func parseChunkSize(line []byte) (int64, *httpError) {
 	var n int64
 	i := 0
@@ -248,14 +264,93 @@ func parseChunkSize(line []byte) (int64, *httpError) {
 	if i == 0 {
 		return 0, badRequest("invalid chunk size")
 	}
-	rest := line[i:]
-	for len(rest) > 0 && (rest[0] == ' ' || rest[0] == '\t') {
-		rest = rest[1:]
-	}
-	if len(rest) > 0 && rest[0] != ';' {
-		return 0, badRequest("invalid chunk size")
+	if !validChunkExt(line[i:]) {
+		return 0, badRequest("invalid chunk extension")
 	}
 	return n, nil
+}
+
+// validChunkExt reports whether b is a chunk-ext (RFC 9112 section 7.1.1):
+//
+//	*( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+//
+// where the name is a token and the value a token or quoted-string. Bad
+// whitespace is allowed only where the grammar puts it, so a chunk-size
+// followed by spaces and nothing else is refused.
+func validChunkExt(b []byte) bool {
+	for len(b) > 0 {
+		b = trimBWS(b)
+		if len(b) == 0 || b[0] != ';' {
+			return false
+		}
+		b = trimBWS(b[1:])
+		n := tokenLen(b)
+		if n == 0 {
+			return false
+		}
+		b = b[n:]
+		if v := trimBWS(b); len(v) > 0 && v[0] == '=' {
+			v = trimBWS(v[1:])
+			if len(v) > 0 && v[0] == '"' {
+				n = quotedStringLen(v)
+			} else {
+				n = tokenLen(v)
+			}
+			if n == 0 {
+				return false
+			}
+			b = v[n:]
+		}
+	}
+	return true
+}
+
+// trimBWS drops leading spaces and tabs.
+func trimBWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	return b
+}
+
+// tokenLen is the length of the token at the start of b (0 if none).
+func tokenLen(b []byte) int {
+	n := 0
+	for n < len(b) && httpsyntax.IsTokenChar(b[n]) {
+		n++
+	}
+	return n
+}
+
+// quotedStringLen is the length of the quoted-string (RFC 9110 section
+// 5.6.4) at the start of b, quotes included, or 0 if b does not start with
+// a complete one.
+func quotedStringLen(b []byte) int {
+	for i := 1; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '"':
+			return i + 1
+		case c == '\\':
+			i++
+			if i == len(b) || !isQuotedPairChar(b[i]) {
+				return 0
+			}
+		case !isQDText(c):
+			return 0
+		}
+	}
+	return 0
+}
+
+// isQDText reports whether c may appear unescaped in a quoted-string.
+func isQDText(c byte) bool {
+	return c == '\t' || c == ' ' || c == 0x21 || 0x23 <= c && c <= 0x5b || 0x5d <= c && c <= 0x7e || c >= 0x80
+}
+
+// isQuotedPairChar reports whether c may follow a backslash in a
+// quoted-string.
+func isQuotedPairChar(c byte) bool {
+	return c == '\t' || ' ' <= c && c <= 0x7e || c >= 0x80
 }
 
 func hexVal(b byte) (byte, bool) {
@@ -302,7 +397,7 @@ func (b *BodyBuffer) Write(p []byte) (int, error) {
 	n, err := s.file.Write(p)
 	s.size += int64(n)
 	if err != nil {
-		return n, &spillError{fmt.Errorf("edge: writing request body to %s: %w", s.file.Name(), err)}
+		return n, s.writeFailed(err)
 	}
 	return n, nil
 }

@@ -20,6 +20,10 @@ var ErrWorkerDied = errors.New("worker died while handling the request")
 // killed.
 var ErrTimeout = errors.New("request timed out")
 
+// ErrMemoryLimit ends the jobs of a worker that was killed because its
+// resident memory stayed above --max-rss while it ran a request.
+var ErrMemoryLimit = errors.New("worker killed: its resident memory passed --max-rss while it ran the request")
+
 // ErrClosed is returned by Submit once the pool is shutting down.
 var ErrClosed = errors.New("pool is closed")
 

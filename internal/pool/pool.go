@@ -36,7 +36,9 @@ type Config struct {
 	MaxRequests       int
 	MaxRequestsJitter int
 	// MaxRSS recycles a worker whose resident memory exceeds it, in bytes,
-	// checked between requests (0 = never).
+	// checked between requests (0 = never). While requests run, a
+	// memoryWatch samples busy workers and kills one that a request holds
+	// above it.
 	MaxRSS int64
 
 	// Preload imports the app once in a fork server and forks the workers
@@ -161,6 +163,9 @@ func (p *Pool) Start() error {
 		p.adopt(w, 0)
 	}
 	go p.monitor()
+	if p.cfg.MaxRSS > 0 {
+		go newMemoryWatch(p).run()
+	}
 	return nil
 }
 
@@ -240,6 +245,7 @@ func (p *Pool) supervise(w *Worker) {
 	w.mu.Lock()
 	killed := w.killErr != nil
 	reason := w.stopReason
+	lost := describeLost(w.lost)
 	w.mu.Unlock()
 	p.mu.Lock()
 	delete(p.workers, w.ID)
@@ -274,13 +280,25 @@ func (p *Pool) supervise(w *Worker) {
 	case killed:
 		// Already logged by whoever killed it.
 	case err != nil:
-		p.log.Errorf("Worker %d (pid %d) exited unexpectedly: %v", w.ID, w.Pid, err)
+		p.log.Errorf("Worker %d (pid %d) exited unexpectedly (%v)%s", w.ID, w.Pid, err, lost)
 	default:
-		p.log.Errorf("Worker %d (pid %d) exited unexpectedly", w.ID, w.Pid)
+		p.log.Errorf("Worker %d (pid %d) exited unexpectedly%s", w.ID, w.Pid, lost)
 	}
 	if replace {
 		p.replace(w.gen)
 	}
+}
+
+// describeLost completes the log line of a worker that died: the requests
+// it was running, which fail (502).
+func describeLost(lines []string) string {
+	switch len(lines) {
+	case 0:
+		return ""
+	case 1:
+		return " while running " + lines[0] + "; that request fails"
+	}
+	return fmt.Sprintf(" while running %s and %d more; those requests fail", lines[0], len(lines)-1)
 }
 
 // replace boots a worker for generation gen, retrying with exponential

@@ -47,6 +47,7 @@ type Worker struct {
 	finished   int    // jobs finished and not yet reported to the pool
 	dead       bool
 	killErr    error     // why taipan killed it, given to the job it was running
+	lost       []string  // request lines of the jobs it was running when it died, for the log
 	served     int       // requests finished
 	limit      int       // recycle after this many requests (0 = never)
 	lastSeen   time.Time // when it last finished a batch or answered a heartbeat
@@ -158,17 +159,24 @@ func (w *Worker) dumpStack() string {
 	if err := w.proc.Signal(syscall.SIGUSR1); err != nil {
 		return fmt.Sprintf("(no traceback: %v)", err)
 	}
+	// faulthandler writes the whole dump at once from its signal handler:
+	// it is complete once nothing has been added for a few polls. (Short
+	// polls matter when the worker is killed for its memory, which grows
+	// while we wait.)
 	deadline := time.Now().Add(2 * time.Second)
-	last := -1
+	last, still := -1, 0
 	for time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 		w.tbMu.Lock()
 		n := len(w.tb)
 		w.tbMu.Unlock()
 		if n > 0 && n == last {
-			break
+			if still++; still == 3 {
+				break
+			}
+			continue
 		}
-		last = n
+		last, still = n, 0
 	}
 	w.tbMu.Lock()
 	defer w.tbMu.Unlock()
@@ -382,6 +390,7 @@ func (w *Worker) failInflight() []*Job {
 	timedOut := make([]bool, len(running))
 	for i, j := range running {
 		timedOut[i] = j.timedOut
+		w.lost = append(w.lost, j.String())
 	}
 	w.mu.Unlock()
 	if reason == nil {
