@@ -56,13 +56,34 @@ type Config struct {
 	// KeepAliveTimeout bounds the idle time between requests on a
 	// keep-alive connection (default 5s).
 	KeepAliveTimeout time.Duration
-	// WriteTimeout bounds each write or flush to the client, so a client
-	// that stops reading is eventually dropped (default 60s).
+	// WriteTimeout bounds each write to the client, and each write carries
+	// at most writeSlice bytes (of a file, 4 MiB), so a client that stops
+	// reading is dropped while a slow one that keeps reading is not
+	// (default 60s). Over HTTP/2 it bounds each write to the connection.
 	WriteTimeout time.Duration
 
+	// MaxConnections bounds the client connections open at once (HTTP/1
+	// and HTTP/2, idle keep-alive ones included); 0 means no limit.
+	// Beyond it a new connection is answered 503 and closed, without a
+	// goroutine of its own for more than a moment and never reaching the
+	// Handler.
+	MaxConnections int
+	// MaxConnectionsPerIP bounds the connections open at once from one
+	// client address, as MaxConnections does for all (0: no limit). Unix
+	// socket clients have no address and are not counted.
+	MaxConnectionsPerIP int
+	// MaxRequestsPerConnection is how many requests an HTTP/1.1
+	// keep-alive connection carries before the edge closes it (the last
+	// response says Connection: close); 0 means no limit.
+	MaxRequestsPerConnection int
+
 	// ServerHeader is the Server response header value, added unless the
-	// Handler set one (default "taipan").
+	// Handler set one (default "taipan"; see OmitServerHeader).
 	ServerHeader string
+	// OmitServerHeader leaves the Server header out of the responses the
+	// edge writes, whatever ServerHeader says. A Handler's own Server
+	// header still goes out.
+	OmitServerHeader bool
 	// AccessLog, when non-nil, is called once per answered request,
 	// including requests rejected by the parser once their request line
 	// was read. The record is reused after the call returns.
@@ -126,7 +147,18 @@ func (c *Config) setDefaults() {
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = DefaultWriteTimeout
 	}
-	if c.ServerHeader == "" {
+	if c.MaxConnections < 0 {
+		c.MaxConnections = 0
+	}
+	if c.MaxConnectionsPerIP < 0 {
+		c.MaxConnectionsPerIP = 0
+	}
+	if c.MaxRequestsPerConnection < 0 {
+		c.MaxRequestsPerConnection = 0
+	}
+	if c.OmitServerHeader {
+		c.ServerHeader = ""
+	} else if c.ServerHeader == "" {
 		c.ServerHeader = DefaultServerHeader
 	}
 }

@@ -83,6 +83,7 @@ type conn struct {
 	resp   response
 	rec    AccessRecord
 	linger bool // drain input before closing
+	served int  // requests read, counted only with MaxRequestsPerConnection
 
 	peek    [1]byte // a byte read by a ClientGone watch, not yet consumed
 	hasPeek bool
@@ -149,14 +150,34 @@ func (r *connReader) Read(p []byte) (int, error) {
 	return c.rwc.Read(p)
 }
 
-// connWriter is the bufio.Writer's sink; each write gets WriteTimeout.
+// writeSlice is the most one write to the client carries under one
+// WriteTimeout. A larger write (a big response body handed over whole)
+// goes out in slices, each with a fresh deadline, so the timeout bounds
+// how long a client may stop reading, as nginx's send_timeout does, not
+// how long a slow but steady client may take over the whole body.
+const writeSlice = 256 << 10
+
+// connWriter is the bufio.Writer's sink; each write, or each writeSlice
+// of a larger one, gets WriteTimeout.
 type connWriter struct{ c *conn }
 
 func (w *connWriter) Write(p []byte) (int, error) {
 	c := w.c
 	timeout := c.srv.cfg.WriteTimeout
-	c.setWriteDeadline(time.Now().Add(timeout), deadlineSlack(timeout))
-	return c.rwc.Write(p)
+	if len(p) <= writeSlice {
+		c.setWriteDeadline(time.Now().Add(timeout), deadlineSlack(timeout))
+		return c.rwc.Write(p)
+	}
+	n := 0
+	for n < len(p) {
+		c.setWriteDeadline(time.Now().Add(timeout), deadlineSlack(timeout))
+		m, err := c.rwc.Write(p[n:min(n+writeSlice, len(p))])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // headBuffered reports whether br already holds the end of a request head
@@ -265,6 +286,12 @@ func (c *conn) serveOne(start time.Time) bool {
 	if err := c.readBody(); err != nil {
 		c.readFailed(err, start)
 		return false
+	}
+	if limit := c.srv.cfg.MaxRequestsPerConnection; limit > 0 {
+		c.served++
+		if c.served >= limit {
+			c.st.keepAlive = false // this response says Connection: close
+		}
 	}
 	if c.srv.cfg.H2C && c.scheme == "http" {
 		if settings, ok := h2cUpgrade(&c.req); ok {

@@ -43,7 +43,13 @@ type h2Server struct {
 }
 
 func newH2Server(s *Server) *h2Server {
-	h := &h2Server{srv: s, h2: &http2.Server{IdleTimeout: h2IdleTimeout, MaxReadFrameSize: 16 << 10}}
+	h := &h2Server{srv: s, h2: &http2.Server{
+		IdleTimeout:      h2IdleTimeout,
+		MaxReadFrameSize: 16 << 10,
+		// A client that stops reading the connection is dropped as an
+		// HTTP/1.1 one is; the timeout restarts whenever bytes go out.
+		WriteByteTimeout: s.cfg.WriteTimeout,
+	}}
 	h.base = &http.Server{
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		ErrorLog:          nil,

@@ -42,9 +42,13 @@ type Server struct {
 	h2         *h2Server
 	drainUntil atomic.Int64 // unix nanoseconds: idle connections close then
 
+	refusing atomic.Int32 // refused connections still being answered
+	refusals refusalLog
+
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
+	perIP     map[string]int      // open connections by client address, with MaxConnectionsPerIP
 	unixPaths map[string]struct{} // socket files created by Listen
 }
 
@@ -60,6 +64,9 @@ func NewServer(cfg Config, h Handler, log *logging.Logger) *Server {
 		shutdownCh: make(chan struct{}),
 		conns:      make(map[*conn]struct{}),
 		unixPaths:  make(map[string]struct{}),
+	}
+	if cfg.MaxConnectionsPerIP > 0 {
+		s.perIP = make(map[string]int)
 	}
 	s.h2 = newH2Server(s)
 	return s
@@ -161,9 +168,13 @@ func (s *Server) Serve(ln net.Listener) error {
 			return fmt.Errorf("edge: accept on %s: %w", ln.Addr(), err)
 		}
 		backoff = 0
-		c := s.newConn(rwc, serverName, serverPort)
+		c, why := s.newConn(rwc, serverName, serverPort)
 		if c == nil {
-			rwc.Close()
+			if why == refusedShutdown {
+				rwc.Close()
+			} else {
+				s.refuse(rwc, why)
+			}
 			continue
 		}
 		go c.serve()
@@ -254,24 +265,47 @@ func (s *Server) ConnCount() int {
 // drainDeadline is when idle connections close during a shutdown.
 func (s *Server) drainDeadline() time.Time { return time.Unix(0, s.drainUntil.Load()) }
 
-// newConn registers a connection, or returns nil during shutdown.
-func (s *Server) newConn(rwc net.Conn, serverName, serverPort string) *conn {
-	c := &conn{srv: s, rwc: rwc, serverName: serverName, serverPort: serverPort, scheme: "http"}
-	if s.cfg.TLS != nil {
-		c.rwc = tls.Server(rwc, s.cfg.TLS)
-		c.scheme = "https"
-	}
-	if rwc.RemoteAddr() != nil && rwc.RemoteAddr().Network() != "unix" {
-		c.remoteAddr, c.remotePort, _ = net.SplitHostPort(rwc.RemoteAddr().String())
+// newConn registers a connection. It returns nil and the reason when the
+// connection is not to be served: during shutdown, or over a connection
+// limit. The check is made before anything is allocated for the
+// connection, under the lock that registers it anyway.
+func (s *Server) newConn(rwc net.Conn, serverName, serverPort string) (*conn, refusal) {
+	var host, port string
+	if a := rwc.RemoteAddr(); a != nil && a.Network() != "unix" {
+		host, port, _ = net.SplitHostPort(a.String())
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.shutting.Load() {
-		return nil
+		return nil, refusedShutdown
 	}
-	c.state = stateIdle
+	if why := s.admit(host); why != admitted {
+		return nil, why
+	}
+	c := &conn{srv: s, rwc: rwc, serverName: serverName, serverPort: serverPort, scheme: "http",
+		remoteAddr: host, remotePort: port, state: stateIdle}
+	if s.cfg.TLS != nil {
+		c.rwc = tls.Server(rwc, s.cfg.TLS)
+		c.scheme = "https"
+	}
 	s.conns[c] = struct{}{}
-	return c
+	return c, admitted
+}
+
+// admit applies the connection limits to a new connection from host ("" for
+// a unix socket client) and counts it against its address. s.mu is held.
+func (s *Server) admit(host string) refusal {
+	if limit := s.cfg.MaxConnections; limit > 0 && len(s.conns) >= limit {
+		return refusedTotal
+	}
+	if limit := s.cfg.MaxConnectionsPerIP; limit > 0 && host != "" {
+		n := s.perIP[host]
+		if n >= limit {
+			return refusedPerIP
+		}
+		s.perIP[host] = n + 1
+	}
+	return admitted
 }
 
 // setState moves c to st; it reports false when Shutdown has already
@@ -286,10 +320,21 @@ func (s *Server) setState(c *conn, st connState) bool {
 	return true
 }
 
+// forget unregisters a closed connection.
 func (s *Server) forget(c *conn) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.conns[c]; !ok {
+		return
+	}
 	delete(s.conns, c)
-	s.mu.Unlock()
+	if s.perIP != nil && c.remoteAddr != "" {
+		if n := s.perIP[c.remoteAddr] - 1; n > 0 {
+			s.perIP[c.remoteAddr] = n
+		} else {
+			delete(s.perIP, c.remoteAddr)
+		}
+	}
 }
 
 func (s *Server) getReader(r *connReader) *bufio.Reader {
