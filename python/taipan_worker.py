@@ -84,6 +84,21 @@ INTERNAL_ERROR = (
     b"Internal Server Error",
 )
 
+# taipan --debug (development only) sets this variable: the 500 answering an
+# app's exception then carries the traceback. It is removed here, before the
+# app is loaded, so the app never sees it.
+DEBUG = os.environ.pop("TAIPAN_WORKER_DEBUG", "") == "1"
+
+
+def error_response(tb: str) -> Tuple[str, Headers, bytes]:
+    """The 500 answering an app's exception whose traceback is tb: a plain
+    one, so that clients learn nothing of the code, unless --debug."""
+    if not DEBUG:
+        return INTERNAL_ERROR
+    body = ("Internal Server Error\n\n%s" % tb).encode("utf-8", "replace")
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+    return ("500 Internal Server Error", headers, body)
+
 
 def frame(kind: int, stream: int, payload: bytes = b"", flags: int = 0) -> bytes:
     """Encodes one frame."""
@@ -237,6 +252,12 @@ class Worker:
                 continue
             kind, flags, stream, payload = inbox.popleft()
             if kind == REQUEST:
+                # Go must hear that the previous request of the batch ended
+                # before this one starts: otherwise its response waits
+                # behind this one, and should this one hang or kill the
+                # worker, Go would blame the finished request and run this
+                # one again elsewhere.
+                self.flush()
                 self.handle(stream, flags, payload)
             elif kind == PING:
                 self.out.append(frame(PONG, 0))
@@ -363,11 +384,12 @@ class Worker:
 
     def fail(self, response: Response, environ: dict) -> None:
         """Reports an exception raised by the app: 500, or abort mid-body."""
-        self.log(LOG_ERROR, "Error handling request %s\n%s" % (request_line(environ), traceback.format_exc()), response.stream)
+        tb = traceback.format_exc()
+        self.log(LOG_ERROR, "Error handling request %s\n%s" % (request_line(environ), tb), response.stream)
         if response.sent:
             self.out.append(frame(ABORT, response.stream, b"app raised after the response head was sent"))
         else:
-            status, headers, body = INTERNAL_ERROR
+            status, headers, body = error_response(tb)
             self.out.append(head_frame(response.stream, status, headers, body, True))
         response.sent = True
 
@@ -722,9 +744,10 @@ class AsgiRequest:
             elif not self.ended:
                 conn.write(frame(ABORT, self.stream, b"the app returned before its response was complete"))
         except Exception:
-            conn.log(LOG_ERROR, "Error handling request %s\n%s" % (scope_line(self.scope), traceback.format_exc()), self.stream)
+            tb = traceback.format_exc()
+            conn.log(LOG_ERROR, "Error handling request %s\n%s" % (scope_line(self.scope), tb), self.stream)
             if not self.sent:
-                conn.write(head_frame(self.stream, *INTERNAL_ERROR, True))
+                conn.write(head_frame(self.stream, *error_response(tb), True))
             elif not self.ended:
                 conn.write(frame(ABORT, self.stream, b"app raised after the response head was sent"))
         except asyncio.CancelledError:

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"taipan/internal/edge"
+	"taipan/internal/httpsyntax"
 	"taipan/internal/logging"
 )
 
@@ -57,7 +58,11 @@ type Config struct {
 	LogFormat       logging.Format // the error log's: text or JSON
 
 	GracefulTimeout time.Duration
-	BootTimeout     time.Duration
+	// DrainDelay is how long taipan keeps serving after SIGTERM, with
+	// /readyz already answering 503, before the graceful shutdown begins:
+	// time for load balancers to stop sending new connections.
+	DrainDelay  time.Duration
+	BootTimeout time.Duration
 
 	// The process manager.
 	Timeout           time.Duration // per request; 0 = none
@@ -82,6 +87,18 @@ type Config struct {
 	TmpDir                string
 	KeepAlive             time.Duration
 	HeaderTimeout         time.Duration
+	WriteTimeout          time.Duration // the time a client has to take each piece (256 KiB) of its response
+	// Connection limits of the HTTP listeners (0 = none): open at once in
+	// all and from one client address, and requests per keep-alive
+	// connection.
+	MaxConnections           int
+	MaxConnectionsPerIP      int
+	MaxRequestsPerConnection int
+	// ServerHeader is the Server response header; "" leaves it out.
+	ServerHeader string
+	// Debug puts the traceback of an app's exception in the 500 response
+	// (development only).
+	Debug bool
 
 	// WebSocket (ASGI apps): the largest message accepted from a client,
 	// and the keepalive pings (a client that does not answer one within
@@ -188,6 +205,8 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 		BodyMemoryLimit:       1 << 20,
 		KeepAlive:             5 * time.Second,
 		HeaderTimeout:         10 * time.Second,
+		WriteTimeout:          60 * time.Second,
+		ServerHeader:          "taipan",
 		WSMaxSize:             16 << 20,
 		WSPingInterval:        20 * time.Second,
 		WSPingTimeout:         20 * time.Second,
@@ -206,7 +225,9 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 		python, logLevel          string
 		help, version             bool
 		graceful, boot, keepAlive = seconds(c.GracefulTimeout), seconds(c.BootTimeout), seconds(c.KeepAlive)
+		drainDelay                seconds
 		headerTimeout             = seconds(c.HeaderTimeout)
+		writeTimeout              = seconds(c.WriteTimeout)
 		timeout                   = seconds(c.Timeout)
 		heartbeat, hbTimeout      = seconds(c.Heartbeat), seconds(c.HeartbeatTimeout)
 		maxRSSMB                  int64
@@ -242,6 +263,7 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 	fs.BoolVar(&c.AccessLogJSON, "access-log-json", false, "")
 	fs.Var(&c.LogFormat, "log-format", "")
 	fs.Var(&graceful, "graceful-timeout", "")
+	fs.Var(&drainDelay, "drain-delay", "")
 	fs.Var(&boot, "boot-timeout", "")
 	both("t", "timeout", func(n string) { fs.Var(&timeout, n, "") })
 	fs.Var(&heartbeat, "heartbeat", "")
@@ -258,6 +280,12 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 	fs.StringVar(&c.PidFile, "pid", "", "")
 	fs.Var(&keepAlive, "keep-alive", "")
 	fs.Var(&headerTimeout, "header-timeout", "")
+	fs.Var(&writeTimeout, "write-timeout", "")
+	fs.IntVar(&c.MaxConnections, "max-connections", 0, "")
+	fs.IntVar(&c.MaxConnectionsPerIP, "max-connections-per-ip", 0, "")
+	fs.IntVar(&c.MaxRequestsPerConnection, "max-requests-per-connection", 0, "")
+	fs.StringVar(&c.ServerHeader, "server-header", c.ServerHeader, "")
+	fs.BoolVar(&c.Debug, "debug", false, "")
 	fs.IntVar(&c.LimitRequestLine, "limit-request-line", c.LimitRequestLine, "")
 	fs.IntVar(&c.LimitRequestFields, "limit-request-fields", c.LimitRequestFields, "")
 	fs.IntVar(&c.LimitRequestFieldSize, "limit-request-field_size", c.LimitRequestFieldSize, "")
@@ -405,6 +433,7 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 		c.ErrorLogFile = "-"
 	}
 	c.GracefulTimeout, c.BootTimeout = time.Duration(graceful), time.Duration(boot)
+	c.DrainDelay = time.Duration(drainDelay)
 	c.Timeout = time.Duration(timeout)
 	c.Heartbeat, c.HeartbeatTimeout = time.Duration(heartbeat), time.Duration(hbTimeout)
 	if c.Heartbeat <= 0 || c.HeartbeatTimeout <= 0 {
@@ -455,6 +484,19 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 		}
 	}
 	c.KeepAlive, c.HeaderTimeout = time.Duration(keepAlive), time.Duration(headerTimeout)
+	c.WriteTimeout = time.Duration(writeTimeout)
+	if c.WriteTimeout <= 0 {
+		return nil, Serve, usagef("--write-timeout must be positive")
+	}
+	if c.MaxConnections < 0 || c.MaxConnectionsPerIP < 0 || c.MaxRequestsPerConnection < 0 {
+		return nil, Serve, usagef("--max-connections, --max-connections-per-ip and --max-requests-per-connection must not be negative")
+	}
+	if strings.EqualFold(c.ServerHeader, "none") {
+		c.ServerHeader = ""
+	}
+	if !httpsyntax.ValidFieldValue(c.ServerHeader) || strings.TrimSpace(c.ServerHeader) != c.ServerHeader {
+		return nil, Serve, usagef("--server-header %q: want a header value (printable, no CR or LF, no spaces around it), or none", c.ServerHeader)
+	}
 	c.LimitRequestBody, c.BodyMemoryLimit = int64(bodyLimit), int64(bodyMemory)
 	if c.Static, err = parseMounts("--static", statics); err != nil {
 		return nil, Serve, err
@@ -750,6 +792,10 @@ Server:
                              asyncio or uvloop
       --graceful-timeout S   on SIGTERM/SIGINT, seconds to finish in-flight and
                              queued requests before stopping (default 30)
+      --drain-delay S        on SIGTERM, seconds to keep serving while /readyz
+                             already answers 503, before the graceful shutdown
+                             begins, so load balancers stop sending first
+                             (default 0)
       --boot-timeout S       seconds a worker has to load the app (default 60)
   -t, --timeout S            seconds a request may run without sending output;
                              past it the worker's Python stack is logged, the
@@ -762,7 +808,8 @@ Server:
       --max-requests N       recycle a worker after N requests (default 0 = never)
       --max-requests-jitter N  add a random 0..N to --max-requests per worker
       --max-rss MB           recycle a worker whose resident memory passes MB
-                             (checked between requests; default 0 = never)
+                             between requests; kill one that a request holds
+                             above MB (sampled every 250 ms; default 0 = never)
       --lane PREFIX=N        reserve N of the -w workers for requests whose path
                              starts with PREFIX (they run only there), so one
                              slow endpoint cannot occupy every worker; repeatable
@@ -776,6 +823,8 @@ Server:
       --keep-alive S         idle seconds before a keep-alive connection is
                              closed (default 5)
       --header-timeout S     seconds a client has to send a request head (default 10)
+      --write-timeout S      seconds a client has to take each 256 KiB of its
+                             response before it is disconnected (default 60)
 
 Edge:
       --static PREFIX=DIR    serve the files of DIR at URL PREFIX from Go
@@ -802,6 +851,20 @@ Edge:
       --umask MODE           umask for unix sockets (e.g. 007)
       --backlog N            listen backlog (default 2048)
       --reuse-port           SO_REUSEPORT: several taipans may share the port
+      --max-connections N    client connections open at once (idle keep-alive
+                             ones included); beyond, new ones get 503 and are
+                             closed (default 0 = no limit)
+      --max-connections-per-ip N
+                             the same, for the connections of one client
+                             address (default 0 = no limit)
+      --max-requests-per-connection N
+                             close a keep-alive connection after N requests
+                             (default 0 = no limit)
+      --server-header VALUE  the Server response header (default taipan; none
+                             leaves it out)
+      --debug                show the traceback of an app's exception in the 500
+                             response (development only: it tells clients about
+                             your code)
 
 Python:
       --python PATH          interpreter (default: $VIRTUAL_ENV/bin/python, else python3)

@@ -91,7 +91,7 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 			Script:     filepath.Join(pyDir, python.WorkerFile),
 			App:        app,
 			Dir:        cfg.Chdir,
-			Env:        append(os.Environ(), cfg.Env...),
+			Env:        workerEnv(cfg),
 			PythonPath: cfg.PythonPath,
 			PostFork:   cfg.PostFork,
 			Gevent:     cfg.WorkerClass == "gevent",
@@ -138,7 +138,14 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 		TempDir:               cfg.TmpDir,
 		ReadHeaderTimeout:     cfg.HeaderTimeout,
 		KeepAliveTimeout:      cfg.KeepAlive,
-		ServerHeader:          "taipan",
+		WriteTimeout:          cfg.WriteTimeout,
+
+		MaxConnections:           cfg.MaxConnections,
+		MaxConnectionsPerIP:      cfg.MaxConnectionsPerIP,
+		MaxRequestsPerConnection: cfg.MaxRequestsPerConnection,
+
+		ServerHeader:     cfg.ServerHeader,
+		OmitServerHeader: cfg.ServerHeader == "",
 	}
 	if cfg.LimitRequestBody == 0 {
 		ecfg.LimitRequestBody = edge.NoBodyLimit
@@ -153,7 +160,7 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 			MaxMessageSize: cfg.WSMaxSize,
 			PingInterval:   cfg.WSPingInterval,
 			PingTimeout:    cfg.WSPingTimeout,
-			WriteTimeout:   edge.DefaultWriteTimeout,
+			WriteTimeout:   cfg.WriteTimeout,
 		},
 	}, log)
 	fr, trust, err := newFront(cfg, ecfg, br, log)
@@ -199,6 +206,9 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 	}
 
 	log.Infof("Starting taipan %s", Version)
+	if cfg.Debug {
+		log.Warnf("--debug: the tracebacks of app errors are sent to clients; never use it in production")
+	}
 	if err := p.Start(); err != nil {
 		closeListeners()
 		var boot *pool.BootError
@@ -275,6 +285,9 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 		}
 	}
 
+	if !fast && cfg.DrainDelay > 0 {
+		fast = drainDelay(cfg.DrainDelay, signals, logs, log)
+	}
 	if fast {
 		// Quick shutdown: close everything now; in-flight requests are cut.
 		log.Infof("Stopping now")
@@ -314,6 +327,57 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 	p.Close(ctx)
 	log.Infof("Shutting down: Master")
 	return nil
+}
+
+// drainDelay keeps serving for d after SIGTERM (--drain-delay) while
+// /readyz already answers 503, so that load balancers and Kubernetes
+// endpoints stop sending new connections before the listeners close.
+// Another SIGTERM ends the delay early; SIGINT or SIGQUIT end it and ask
+// for a quick stop, which drainDelay reports as fast.
+func drainDelay(d time.Duration, signals <-chan os.Signal, logs *logFiles, log *logging.Logger) (fast bool) {
+	log.Infof("Not ready (/readyz 503); still serving for %v (--drain-delay) before closing the listeners", d)
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case <-timer.C:
+			return false
+		case s := <-signals:
+			switch s {
+			case syscall.SIGUSR1:
+				log.Infof("Handling signal: usr1")
+				logs.reopen(log)
+			case syscall.SIGTERM:
+				log.Infof("Handling signal: term; ending the drain delay")
+				return false
+			case syscall.SIGINT, syscall.SIGQUIT:
+				log.Infof("Handling signal: %s", signalName(s))
+				return true
+			default:
+				log.Infof("Ignoring signal %s during the drain delay", s)
+			}
+		}
+	}
+}
+
+// workerDebugVar tells the worker to put the traceback of an app's
+// exception in the 500 response (--debug). The worker removes it from its
+// environment before loading the app.
+const workerDebugVar = "TAIPAN_WORKER_DEBUG"
+
+// workerEnv is the workers' environment: taipan's own, then -e's, with
+// workerDebugVar set only by --debug.
+func workerEnv(cfg *config.Config) []string {
+	env := make([]string, 0, len(os.Environ())+len(cfg.Env)+1)
+	for _, kv := range append(os.Environ(), cfg.Env...) {
+		if !strings.HasPrefix(kv, workerDebugVar+"=") {
+			env = append(env, kv)
+		}
+	}
+	if cfg.Debug {
+		env = append(env, workerDebugVar+"=1")
+	}
+	return env
 }
 
 // logFiles are the log files taipan writes, which SIGUSR1 reopens after
