@@ -417,8 +417,12 @@ func mountTmpfs(t *testing.T, size string) string {
 }
 
 // spillFailureStatus is what a request gets when its body cannot be
-// buffered to --tmp-dir (docs/operations.md, "Faults").
-const spillFailureStatus = 500
+// buffered to --tmp-dir because the disk is full (docs/operations.md,
+// "Faults"), and spillFailureBody its body.
+const (
+	spillFailureStatus = 507
+	spillFailureBody   = "Insufficient Storage: no space left to buffer the request body\n"
+)
 
 // The disk where request bodies spill is full: the upload gets a clear
 // error, the log names the directory and the cause, no partial file is
@@ -457,7 +461,7 @@ func TestFaultDiskFullSpill(t *testing.T) {
 		if resp.StatusCode != 200 {
 			failed++
 		}
-		if resp.StatusCode != spillFailureStatus || string(got) != "Internal Server Error: could not buffer the request body\n" {
+		if resp.StatusCode != spillFailureStatus || string(got) != spillFailureBody {
 			t.Errorf("upload of 384 KiB (chunked %v) into a 256 KiB tmpfs: %d %q, want %d", chunked, resp.StatusCode, got, spillFailureStatus)
 		}
 	}

@@ -313,19 +313,21 @@ func (w *Response) Finish(panicked bool) (whole bool) {
 }
 
 // BufferError is a local failure to buffer a request body (disk full, an
-// unwritable TempDir): the request is answered 500 and the error logged.
+// unwritable TempDir): the request is answered 507 (disk full) or 500, and
+// the error logged.
 type BufferError struct{ Err error }
 
 func (e *BufferError) Error() string { return "buffering the request body: " + e.Err.Error() }
 func (e *BufferError) Unwrap() error { return e.Err }
 
 var (
-	errInternal = &Error{500, "500 Internal Server Error", "could not buffer the request body"}
-	errTimeout  = &Error{408, "408 Request Timeout", "timed out reading the request"}
+	errInternal    = &Error{500, "500 Internal Server Error", "could not buffer the request body"}
+	errStorageFull = &Error{507, "507 Insufficient Storage", "no space left to buffer the request body"}
+	errTimeout     = &Error{408, "408 Request Timeout", "timed out reading the request"}
 )
 
 // Refusal is the answer to a request that could not be read because of
-// err, as the HTTP engine answers: an *Error as it says, 500 for a
+// err, as the HTTP engine answers: an *Error as it says, 507 or 500 for a
 // BufferError (logged), 408 for a timeout, and nil, no answer, when the
 // web server went away or broke the protocol.
 func Refusal(err error, log *logging.Logger) *Error {
@@ -336,6 +338,9 @@ func Refusal(err error, log *logging.Logger) *Error {
 		return e
 	case errors.As(err, &be):
 		log.Errorf("%v", be)
+		if edge.StorageFull(be) {
+			return errStorageFull
+		}
 		return errInternal
 	case IsTimeout(err):
 		return errTimeout

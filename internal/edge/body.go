@@ -2,15 +2,21 @@ package edge
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 
 	"taipan/internal/httpsyntax"
 )
 
 // maxChunkLine bounds a chunk-size line including its extensions.
 const maxChunkLine = 4096
+
+// bodyReadStep is how much buffer a body in memory gains before its bytes
+// arrive: the whole of a body up to this size is read in one step.
+const bodyReadStep = 64 << 10
 
 // bodySink accumulates a request body in memory and moves it to a
 // temporary file once it grows past memLimit.
@@ -30,12 +36,19 @@ func (s *bodySink) readFrom(br *bufio.Reader, n int64) error {
 		}
 	}
 	if s.file == nil {
-		old := len(s.mem)
-		s.mem = grow(s.mem, int(n))
-		if _, err := io.ReadFull(br, s.mem[old:old+int(n)]); err != nil {
-			return noEOF(err)
+		// In steps, so that memory follows the bytes that arrive, not the
+		// length announced: a client announcing a large body and sending
+		// nothing must not make every connection hold BodyMemoryLimit.
+		for n > 0 {
+			step := min(n, bodyReadStep)
+			old := len(s.mem)
+			s.mem = grow(s.mem, int(step))
+			if _, err := io.ReadFull(br, s.mem[old:old+int(step)]); err != nil {
+				return noEOF(err)
+			}
+			s.size += step
+			n -= step
 		}
-		s.size += n
 		return nil
 	}
 	m, err := io.CopyN(s.file, br, n)
@@ -83,9 +96,27 @@ func (s *bodySink) discard() {
 }
 
 // spillError is a local failure (disk full, unwritable TempDir) while
-// buffering a body: the client gets 500 and the error is logged
-// (docs/operations.md, "Faults").
+// buffering a body: the client gets 507 when the disk is full, 500
+// otherwise, and the error is logged (docs/operations.md, "Faults").
 type spillError struct{ err error }
+
+// bufferFailure is the answer to a request whose body could not be
+// buffered because of err.
+func bufferFailure(err error) *httpError {
+	if StorageFull(err) {
+		return &httpError{507, "507 Insufficient Storage", "no space left to buffer the request body"}
+	}
+	return &httpError{500, "500 Internal Server Error", "could not buffer the request body"}
+}
+
+// StorageFull reports whether err comes from a full disk or an exhausted
+// quota. A request whose body cannot be buffered for that reason is
+// answered 507 (RFC 4918 section 11.5): it says what happened, keeps the
+// failure apart from the app's 500s, and does not invite the retry a 503
+// would, of a large upload into the same full disk.
+func StorageFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
 
 func (e *spillError) Error() string { return e.err.Error() }
 func (e *spillError) Unwrap() error { return e.err }
@@ -139,7 +170,7 @@ func (c *conn) readBody() error {
 		err = c.readChunked(&sink)
 	} else {
 		if st.contentLength <= sink.memLimit {
-			sink.mem = make([]byte, 0, st.contentLength)
+			sink.mem = make([]byte, 0, min(st.contentLength, bodyReadStep))
 		}
 		err = sink.readFrom(c.br, st.contentLength)
 	}

@@ -70,6 +70,7 @@ func (s seen) field(name string, values ...string) seen {
 type wantResp struct {
 	status int
 	seen   *seen
+	head   bool // the answer to a HEAD request the Handler never saw
 }
 
 // outcome is everything a row expects from the server.
@@ -87,7 +88,7 @@ type outcome struct {
 func ok(ss ...seen) outcome {
 	var o outcome
 	for i := range ss {
-		o.resps = append(o.resps, wantResp{200, &ss[i]})
+		o.resps = append(o.resps, wantResp{status: 200, seen: &ss[i]})
 	}
 	return o
 }
@@ -102,6 +103,12 @@ func okClose(ss ...seen) outcome {
 // reject expects one error response with code, then a closed connection.
 func reject(code int) outcome {
 	return outcome{resps: []wantResp{{status: code}}, close: true}
+}
+
+// rejectHead is reject for a HEAD request: the error response ends after
+// its header section, as any response to HEAD (RFC 9112 section 6.3).
+func rejectHead(code int) outcome {
+	return outcome{resps: []wantResp{{status: code, head: true}}, close: true}
 }
 
 // rejects reports whether the row expects the edge to refuse something.
@@ -482,8 +489,9 @@ func conformanceCorpus() []conformanceCase {
 		{catPipeline, "HTTP/1.0 then more", "9112 §9.3 HTTP/1.0 closes by default", head("GET / HTTP/1.0") + getReq("/2"), okClose(see("GET", "/", "/", "", "").http10())},
 		{catPipeline, "HTTP/1.0 keep-alive then more", "9112 Appendix C.2.2", head("GET / HTTP/1.0", "Connection: keep-alive") + getReq("/2"), ok(see("GET", "/", "/", "", "").http10(), see("GET", "/2", "/2", "", "h"))},
 		{catPipeline, "HTTP/1.0 keep-alive and close", "9110 §7.6.1", head("GET / HTTP/1.0", "Connection: keep-alive, close") + getReq("/2"), okClose(see("GET", "/", "/", "", "").http10())},
-		{catPipeline, "bad request after a good one", "9112 §9.3.2 (answered in order, then closed)", getReq("/1") + head("GET  / HTTP/1.1", "Host: h"), outcome{resps: []wantResp{{200, &seen{method: "GET", target: "/1", path: "/1", host: "h", proto: "HTTP/1.1"}}, {status: 400}}, close: true}},
+		{catPipeline, "bad request after a good one", "9112 §9.3.2 (answered in order, then closed)", getReq("/1") + head("GET  / HTTP/1.1", "Host: h"), outcome{resps: []wantResp{{status: 200, seen: &seen{method: "GET", target: "/1", path: "/1", host: "h", proto: "HTTP/1.1"}}, {status: 400}}, close: true}},
 		{catPipeline, "empty lines between requests", "9112 §2.2", getReq("/1") + "\r\n\r\n" + getReq("/2"), ok(see("GET", "/1", "/1", "", "h"), see("GET", "/2", "/2", "", "h"))},
+		{catPipeline, "HEAD rejected: no body", "9112 §6.3 a HEAD response ends after its header section, an error too", head("HEAD / HTTP/1.1", "Host: h", "Bad Field: x"), rejectHead(400)},
 		{catPipeline, "HEAD then GET", "9112 §6.3 a HEAD response has no content", head("HEAD / HTTP/1.1", "Host: h") + getReq("/2"), ok(see("HEAD", "/", "/", "", "h"), see("GET", "/2", "/2", "", "h"))},
 
 		// Percent-encoding and non-ASCII in the target.
@@ -803,7 +811,7 @@ func runConformanceRow(addr string, tc conformanceCase, parts [][]byte) error {
 	}
 	for i, w := range tc.want.resps {
 		method := "GET"
-		if w.seen != nil && w.seen.method == "HEAD" {
+		if w.head || w.seen != nil && w.seen.method == "HEAD" {
 			method = "HEAD"
 		}
 		resp, err := read(method)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 	"unsafe"
@@ -332,8 +333,8 @@ func (c *conn) runHandler(start time.Time) bool {
 }
 
 // readFailed answers a request that could not be read: a parse error gets
-// its status, a timeout gets 408, a spill failure 500; a client that went
-// away gets nothing.
+// its status, a timeout gets 408, a spill failure 507 or 500; a client that
+// went away gets nothing.
 func (c *conn) readFailed(err error, start time.Time) {
 	var he *httpError
 	var se *spillError
@@ -342,7 +343,7 @@ func (c *conn) readFailed(err error, start time.Time) {
 	case errors.As(err, &he):
 	case errors.As(err, &se):
 		c.srv.log.Errorf("%v", se)
-		he = &httpError{500, "500 Internal Server Error", "could not buffer the request body"}
+		he = bufferFailure(se)
 	case errors.As(err, &ne) && ne.Timeout():
 		he = &httpError{408, "408 Request Timeout", "timed out reading the request"}
 	default:
@@ -371,12 +372,19 @@ func (c *conn) writeError(he *httpError) int64 {
 	b = append(b, "\r\nConnection: close\r\n"...)
 	b = c.appendDateServer(b, false, false)
 	b = append(b, "\r\n"...)
-	b = append(b, body...)
+	// A response to HEAD ends after its header section (RFC 9112 section
+	// 6.3), an error too: a client would read the body as the next
+	// response.
+	sent := 0
+	if !strings.HasPrefix(c.reqLine, "HEAD ") {
+		b = append(b, body...)
+		sent = len(body)
+	}
 	c.wbuf = b
 	c.setWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout), 0)
 	c.bw.Write(b)
 	c.bw.Flush()
-	return int64(len(body))
+	return int64(sent)
 }
 
 // appendDateServer appends the Date and Server header lines the Handler

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -874,5 +875,34 @@ func TestClientGone(t *testing.T) {
 	resp, body := readResp(t, br, "GET")
 	if resp.StatusCode != 200 || body == "" {
 		t.Fatalf("pipelined request after the watch: %d %q", resp.StatusCode, body)
+	}
+}
+
+// A body's buffer grows with the bytes that arrive, not with the length the
+// client announces: connections that announce large bodies and send a few
+// bytes hold little memory.
+func TestAnnouncedBodyReservesNoMemory(t *testing.T) {
+	const conns, announced = 40, 4 << 20
+	ts := newTestServer(t, Config{BodyMemoryLimit: announced, TempDir: t.TempDir()})
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := 0; i < conns; i++ {
+		c := dial(t, ts.addr)
+		defer c.Close()
+		if i%2 == 0 {
+			fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n0123456789", announced)
+		} else {
+			fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n0123456789", announced)
+		}
+	}
+	// The reads have had every chance to reserve what was announced.
+	time.Sleep(300 * time.Millisecond)
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	grew := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	if limit := int64(conns * announced / 8); grew > limit {
+		t.Fatalf("%d connections announcing %d-byte bodies grew the heap by %d bytes, want under %d", conns, announced, grew, limit)
 	}
 }

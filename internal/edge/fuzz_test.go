@@ -165,7 +165,10 @@ func checkResponses(out []byte) error {
 			return fmt.Errorf("response %d: %v", i, err)
 		}
 		body, err := io.ReadAll(resp.Body)
-		if err != nil {
+		// An error answering HEAD has no body (RFC 9112 section 6.3)
+		// and ends the output; read as for GET, its body is cut short.
+		headError := resp.StatusCode >= 400 && errors.Is(err, io.ErrUnexpectedEOF) && len(body) == 0
+		if err != nil && !headError {
 			return fmt.Errorf("response %d body: %v", i, err)
 		}
 		switch code := resp.StatusCode; {

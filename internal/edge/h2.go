@@ -222,7 +222,7 @@ func (h *h2Handler) readBody(hr *http.Request, b *Body) *httpError {
 		var se *spillError
 		if errors.As(err, &se) {
 			h.srv.log.Errorf("%v", se)
-			return &httpError{500, "500 Internal Server Error", "could not buffer the request body"}
+			return bufferFailure(se)
 		}
 		return &httpError{400, "400 Bad Request", "incomplete request body"}
 	}
