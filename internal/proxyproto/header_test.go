@@ -3,8 +3,10 @@ package proxyproto
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -162,23 +164,138 @@ func TestReadHeaderByteByByte(t *testing.T) {
 	}
 }
 
+// v1Line is the version 1 header that says what h says (TCP only).
+func v1Line(h header) []byte {
+	proto := "TCP6"
+	if h.src.IP.To4() != nil && h.dst.IP.To4() != nil {
+		proto = "TCP4"
+	}
+	src, dst := h.src.AddrPort(), h.dst.AddrPort()
+	if proto == "TCP6" {
+		// A v4 address in a TCP6 header is spelled mapped.
+		src = netip.AddrPortFrom(netip.AddrFrom16(src.Addr().As16()), src.Port())
+		dst = netip.AddrPortFrom(netip.AddrFrom16(dst.Addr().As16()), dst.Port())
+	}
+	return fmt.Appendf(nil, "PROXY %s %s %s %d %d\r\n", proto, src.Addr(), dst.Addr(), src.Port(), dst.Port())
+}
+
+// v2Block is the version 2 header that says what h says (TCP only),
+// with tlvs after the addresses.
+func v2Block(h header, tlvs []byte) []byte {
+	src, dst := h.src.AddrPort(), h.dst.AddrPort()
+	var fam byte
+	var addrs []byte
+	if src.Addr().Is4() && dst.Addr().Is4() {
+		fam = famTCP4
+		s, d := src.Addr().As4(), dst.Addr().As4()
+		addrs = append(s[:], d[:]...)
+	} else {
+		fam = famTCP6
+		s, d := src.Addr().As16(), dst.Addr().As16()
+		addrs = append(s[:], d[:]...)
+	}
+	addrs = binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(addrs, src.Port()), dst.Port())
+	return v2(cmdProxy, fam, addrs, tlvs)
+}
+
+func sameHeader(a, b header) bool {
+	return addrString(a.src) == addrString(b.src) && addrString(a.dst) == addrString(b.dst)
+}
+
+// FuzzParseHeader checks parseHeader on any bytes, and readHeader, which
+// calls it as bytes arrive, with every kind of header among the seeds: v1
+// TCP4, TCP6 and UNKNOWN; v2 LOCAL, PROXY over TCP4, TCP6, UNIX, UNSPEC
+// and unsupported families, with and without TLVs. A header it accepts
+// has a length within the input and both addresses or neither; every
+// proper prefix of it asks for more bytes instead of failing, and what
+// follows it changes nothing; read one byte at a time it comes out the
+// same, with the rest of the input read after it or left unread; its addresses are the ones
+// on the wire; and re-encoded as v1 and as v2 (its TLV bytes kept) it
+// parses to the same addresses.
 func FuzzParseHeader(f *testing.F) {
 	f.Add([]byte("PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\n"))
+	f.Add([]byte("PROXY TCP6 2001:db8::1 ::ffff:192.0.2.1 65535 0\r\nGET /"))
 	f.Add([]byte("PROXY UNKNOWN\r\n"))
+	f.Add([]byte("PROXY UNKNOWN ffff::1 ffff::2 a b c d e f\r\n"))
 	f.Add(v2(cmdProxy, famTCP4, addrs4("192.0.2.1", "198.51.100.2", 1, 2), tlv(1, "x")))
+	f.Add(v2(cmdProxy, famTCP6, addrs6("2001:db8::1", "::ffff:192.0.2.1", 1, 2), tlv(0x02, "example.com"), tlv(0xEE, strings.Repeat("x", 300))))
+	f.Add(v2(cmdProxy, famUnixStrm, make([]byte, 216)))
+	f.Add(v2(cmdProxy, famUnspec, nil))
+	f.Add(v2(cmdProxy, 0x12, addrs4("192.0.2.1", "198.51.100.2", 1, 2)))
 	f.Add(v2(cmdLocal, famUnspec, nil))
+	f.Add(v2(cmdLocal, famTCP4, addrs4("192.0.2.1", "198.51.100.2", 1, 2)))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, n, need, err := parseHeader(b)
+		r := bytes.NewReader(b)
+		rh, rest, rerr := readHeader(oneByte{r})
+		rest = append(rest, b[len(b)-r.Len():]...) // and what it left unread
 		switch {
 		case err != nil:
+			if rerr == nil {
+				t.Fatalf("parseHeader: %v, but readHeader accepted %v", err, rh)
+			}
+			return
 		case need > 0:
 			if n != 0 {
 				t.Errorf("need %d with length %d", need, n)
 			}
+			if rerr == nil {
+				t.Fatalf("parseHeader needs %d more bytes, but readHeader accepted %v", need, rh)
+			}
+			return
 		case n <= 0 || n > len(b):
-			t.Errorf("header length %d of %d bytes", n, len(b))
+			t.Fatalf("header length %d of %d bytes", n, len(b))
 		case (h.src == nil) != (h.dst == nil):
-			t.Errorf("half an address pair: %v", h)
+			t.Fatalf("half an address pair: %v", h)
+		}
+		if rerr != nil || !sameHeader(rh, h) || !bytes.Equal(rest, b[n:]) {
+			t.Fatalf("read one byte at a time: %v, rest %q, %v; parseHeader: %v, rest %q", rh, rest, rerr, h, b[n:])
+		}
+		for i := range n {
+			if _, _, need, err := parseHeader(b[:i]); err != nil || need <= 0 {
+				t.Fatalf("prefix of %d bytes of a %d-byte header: need %d, err %v", i, n, need, err)
+			}
+		}
+		if h2, n2, need2, err2 := parseHeader(b[:n]); err2 != nil || need2 != 0 || n2 != n || !sameHeader(h2, h) {
+			t.Fatalf("the header alone: %v, %d, need %d, %v; with what follows: %v", h2, n2, need2, err2, h)
+		}
+		if h.src == nil {
+			return
+		}
+
+		// The addresses are the ones on the wire.
+		var tlvs []byte
+		if b[0] == v1Prefix[0] {
+			f := strings.Split(string(b[len(v1Prefix):n-2]), " ")
+			for i, a := range []*net.TCPAddr{h.src, h.dst} {
+				want := netip.MustParseAddr(f[1+i]).Unmap()
+				if a.AddrPort().Addr() != want || strconv.Itoa(a.Port) != f[3+i] {
+					t.Fatalf("v1 address %d: %v, want %v port %s", i, a, want, f[3+i])
+				}
+			}
+		} else {
+			body := b[v2FixedLen:n]
+			alen := 12
+			if b[13] == famTCP6 {
+				alen = 36
+			}
+			w := alen/2 - 2 // bytes of one address
+			for i, a := range []*net.TCPAddr{h.src, h.dst} {
+				ip, _ := netip.AddrFromSlice(body[i*w : (i+1)*w])
+				port := binary.BigEndian.Uint16(body[2*w+2*i:])
+				if a.AddrPort() != netip.AddrPortFrom(ip.Unmap(), port) {
+					t.Fatalf("v2 address %d: %v, want %v:%d", i, a, ip.Unmap(), port)
+				}
+			}
+			tlvs = body[alen:]
+		}
+
+		// Re-encoded, in both versions, it says the same.
+		for _, enc := range [][]byte{v1Line(h), v2Block(h, tlvs)} {
+			h2, n2, need2, err2 := parseHeader(enc)
+			if err2 != nil || need2 != 0 || n2 != len(enc) || !sameHeader(h2, h) {
+				t.Fatalf("%v re-encoded as %q parses to %v, %d, need %d, %v", h, enc, h2, n2, need2, err2)
+			}
 		}
 	})
 }

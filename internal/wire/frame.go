@@ -262,14 +262,17 @@ func (r *Reader) Buffered() bool {
 	return err != nil || r.end-r.start >= HeaderSize+int(h.Length)
 }
 
-// fill reads more bytes, making room for a frame of need bytes.
+// fill reads more bytes, making room for them towards a frame of need bytes.
 func (r *Reader) fill(need int) error {
 	if r.start > 0 && r.start+need > len(r.buf) {
 		n := copy(r.buf, r.buf[r.start:r.end])
 		r.start, r.end = 0, n
 	}
-	if need > len(r.buf) {
-		grown := make([]byte, need)
+	if r.end == len(r.buf) {
+		// Full, and need is more than it holds. Grow with the bytes that
+		// arrive rather than to the length the header announces, so that
+		// a header alone cannot make the Reader allocate 2 GiB.
+		grown := make([]byte, min(need, 2*len(r.buf)))
 		r.end = copy(grown, r.buf[r.start:r.end])
 		r.start = 0
 		r.buf = grown
