@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -183,6 +184,42 @@ func TestRequestsQueueInGo(t *testing.T) {
 	if after.Batches-before.Batches != 1 || after.Sent-before.Sent != 5 {
 		t.Fatalf("queued requests went in %d writes (%d requests), want 1 write of 5",
 			after.Batches-before.Batches, after.Sent-before.Sent)
+	}
+}
+
+// Bodies too large to copy into the frame buffer are written in place,
+// after their own frame head: in one batch that mixes them with small
+// ones, every request reaches the worker with its own body, whole.
+func TestLargeBodiesInABatch(t *testing.T) {
+	p, _ := newPool(t, 1, testApp)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(t.Context())
+	slow := job("/sleep", "0.3", "")
+	p.Submit(slow)
+	sizes := []int{copyBodyMax + 1, 3, 70000, 0, copyBodyMax, 200000, 5}
+	var jobs []*Job
+	for i, n := range sizes {
+		body := strings.Repeat(string(rune('a'+i)), n)
+		j := job(fmt.Sprintf("/b%d", i), "", body)
+		jobs = append(jobs, j)
+		p.Submit(j)
+	}
+	before := p.Stats()
+	if _, err := collect(t, slow); err != nil {
+		t.Fatal(err)
+	}
+	for i, j := range jobs {
+		got, err := collect(t, j)
+		want := strings.Repeat(string(rune('a'+i)), sizes[i])
+		prefix := fmt.Sprintf("/b%d ", i)
+		if err != nil || !strings.HasPrefix(got, prefix) || !strings.HasSuffix(got, " "+want) {
+			t.Fatalf("request %d (body of %d bytes): got %d bytes %.40q..., err %v", i, sizes[i], len(got), got, err)
+		}
+	}
+	if after := p.Stats(); after.Batches-before.Batches != 1 {
+		t.Fatalf("the queued requests went in %d batches, want 1", after.Batches-before.Batches)
 	}
 }
 

@@ -153,15 +153,22 @@ func ParseHeader(b []byte) (Header, error) {
 // AppendRequest appends a REQUEST frame: the encoded environ followed by an
 // inline body (nil when the body travels as a file).
 func AppendRequest(dst []byte, stream uint32, flags uint8, environ, body []byte) []byte {
+	dst = AppendRequestHead(dst, stream, flags, environ, len(body))
+	return append(dst, body...)
+}
+
+// AppendRequestHead appends a REQUEST frame without its inline body, which
+// the caller writes right after it: bodyLen bytes. A large body can then go
+// out by writev from where it already is, instead of being copied.
+func AppendRequestHead(dst []byte, stream uint32, flags uint8, environ []byte, bodyLen int) []byte {
 	dst = AppendHeader(dst, Header{
-		Length: uint32(4 + len(environ) + len(body)),
+		Length: uint32(4 + len(environ) + bodyLen),
 		Kind:   KindRequest,
 		Flags:  flags,
 		Stream: stream,
 	})
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(environ)))
-	dst = append(dst, environ...)
-	return append(dst, body...)
+	return append(dst, environ...)
 }
 
 // Frame is one received frame. Payload belongs to the frame until Release.
