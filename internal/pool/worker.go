@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -219,6 +220,11 @@ func (w *Worker) writeLoop() {
 		select {
 		case o := <-w.writes:
 			bufs = o.appendTo(bufs[:0])
+			// Let the goroutines that are ready to run (connections with a
+			// request read) queue theirs first, so they share this write
+			// and the worker's wake-up. Without it the writer runs as soon
+			// as the first one queues, and every request travels alone.
+			runtime.Gosched()
 		gather:
 			for len(bufs) < 64 {
 				select {
