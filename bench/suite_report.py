@@ -454,7 +454,8 @@ def report(work, md_path, svg_dir, copy_path):
                     notes.append(f"{s}: {w['non2xx']} non-2xx responses.")
             if len(e["runs"]) > 1:
                 notes.append(f"{s}: req/s per round: " + ", ".join(
-                    f0(e["runs"][k]["wrk"]["rps"]) for k in sorted(e["runs"])) + f" (median round {r.get('round', '?')}).")
+                    f0(e["runs"][k]["wrk"]["rps"]) for k in sorted(e["runs"]))
+                    + f" (the table shows round {next((k for k in sorted(e['runs']) if e['runs'][k] is r), '?')}).")
         cmds = [f"{s}: `{data[key][s]['cmd']}`" for s in servers if s in data[key] and data[key][s].get("cmd")]
         svg_name = f"{key}.svg"
         with open(os.path.join(svg_dir, svg_name), "w", encoding="utf-8") as f:
