@@ -176,6 +176,20 @@ def benchtool_pct(sorted_values, p):
     return sorted_values[min(len(sorted_values) - 1, int(round(p / 100 * (len(sorted_values) - 1))))]
 
 
+def load_inprocess(work):
+    """limits[app] = (us per request, req/s) from bench/inprocess.py's lines."""
+    limits = {}
+    d = os.path.join(work, "inprocess")
+    if not os.path.isdir(d):
+        return limits
+    for name in sorted(os.listdir(d)):
+        with open(os.path.join(d, name), encoding="utf-8", errors="replace") as f:
+            m = re.search(r"([\d.]+) us/request, limit (\d+) req/s", f.read())
+        if m:
+            limits[name.removesuffix(".txt")] = (float(m.group(1)), int(m.group(2)))
+    return limits
+
+
 def load_all(work, clk):
     """data[key][server] = {"skip": reason} or {"runs": {round: run}, "row": median run}."""
     data = {}
@@ -361,6 +375,16 @@ def report(work, md_path, svg_dir, copy_path):
                           f"hello, {hw} worker, 100 connections, taipan / uWSGI behind nginx"))
     out.append(ratio_goal("flask", "taipan", "gunicorn-sync", 1.5,
                           f"Flask JSON, {meta['workers']} workers, taipan / gunicorn sync"))
+    limits = load_inprocess(work)
+    r = row("flask", "taipan")
+    if r and r["wrk"]["rps"] and "flask" in limits:
+        frac = r["wrk"]["rps"] / limits["flask"][1]
+        out.append(f"- Flask JSON, {meta['workers']} workers, taipan against the in-process limit: **{100 * frac:.0f}%** "
+                   f"of {limits['flask'][1]:,} req/s (target ≥ 85% of the limit × workers: "
+                   f"{'met' if frac >= 0.85 else 'MISSED'}; here the limit counts once, not × workers, because "
+                   "the server and all its workers share one core; see \"In-process limit\").")
+    elif "flask" in data:
+        out.append("- Flask JSON against the in-process limit: not measured.")
     r = row("slowloris", "taipan")
     if r and r.get("kept") is not None:
         frac, pairs = r["kept"], r["kept_pairs"]
@@ -465,6 +489,34 @@ def report(work, md_path, svg_dir, copy_path):
             out += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
         if cmds:
             out += ["<details><summary>commands</summary>", ""] + [f"- {c}" for c in cmds] + ["", "</details>", ""]
+
+    if limits:
+        out += ["## In-process limit", "",
+                "Each app called in a tight loop in one process on CPU 0, with no network and no server "
+                "(`bench/inprocess.py`): what Python alone can do with it. Every server here runs on that one "
+                "core, its workers included, so one process's limit is the most any of them could reach; the "
+                "fraction is each server's req/s over it (for hello, one worker: the fraction per worker).", "",
+                "| app | µs a call | limit req/s | " + " | ".join(s for s in servers if s != "nginx-static") + " |",
+                "|---|---:|---:|" + "---:|" * len([s for s in servers if s != "nginx-static"])]
+        for app, key, what in (("hello", "hello100", "hello world (WSGI), hello c100"),
+                               ("asgi_hello", "hello100", "hello world (ASGI), hello c100"),
+                               ("flask", "flask", "Flask JSON")):
+            if app not in limits:
+                continue
+            us, lim = limits[app]
+            cells = []
+            for s in servers:
+                if s == "nginx-static":
+                    continue
+                asgi_server = s in ("uvicorn", "hypercorn")
+                r = row(key, s)
+                if r is None or not r["wrk"]["rps"] or (app == "asgi_hello") != asgi_server:
+                    cells.append("")
+                else:
+                    cells.append(f"{100 * r['wrk']['rps'] / lim:.0f}%")
+            out.append(f"| {what} | {us:.2f} | {lim:,} | " + " | ".join(cells) + " |")
+        out += ["", "ASGI servers (uvicorn, hypercorn) run the ASGI hello app, and neither runs Flask; "
+                "taipan's hello row is its WSGI run.", ""]
 
     out += ["## How the figures are taken", "",
             "- req/s, p50, p99 and errors come from wrk (errors: socket errors + non-2xx responses); "
