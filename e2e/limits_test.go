@@ -17,6 +17,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // The resource limits of the edge, each tried against the real binary:
@@ -543,5 +546,59 @@ func TestLimitsBodySpill(t *testing.T) {
 	}
 	if left := spillFiles(tmp); len(left) != 0 {
 		t.Errorf("spill files left: %v", left)
+	}
+}
+
+// An HTTP/2 client that grants no flow-control window (it does not read)
+// has its stream reset at --write-timeout, as an HTTP/1.1 client that stops
+// reading has its connection closed; the server goes on serving.
+func TestLimitsH2StalledStream(t *testing.T) {
+	t.Parallel()
+	s := startLimitsApp(t, "-w", "1", "--h2c", "--write-timeout", "2")
+	c, err := net.DialTimeout("tcp", s.Addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	io.WriteString(c, http2.ClientPreface)
+	fr := http2.NewFramer(c, c)
+	// A window of zero: the server may send headers but no body bytes.
+	if err := fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}); err != nil {
+		t.Fatal(err)
+	}
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", s.Addr}, {":path", "/big?kb=64"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no RST_STREAM for the stalled stream after %v: %v", time.Since(start), err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				fr.WriteSettingsAck()
+			}
+		case *http2.DataFrame:
+			if len(f.Data()) > 0 {
+				t.Fatalf("the server sent %d body bytes with no window granted", len(f.Data()))
+			}
+		case *http2.RSTStreamFrame:
+			if f.StreamID != 1 {
+				t.Fatalf("RST_STREAM for stream %d", f.StreamID)
+			}
+			t.Logf("stream reset with %v after %v", f.ErrCode, time.Since(start).Round(time.Millisecond))
+			if code, body := httpGet(t, s, "/hello"); code != 200 || body != "hello" {
+				t.Fatalf("after the reset: %d %q", code, body)
+			}
+			return
+		}
 	}
 }

@@ -243,6 +243,23 @@ type h2Response struct {
 	written int64
 	head    bool
 	aborted bool
+	armed   time.Time // when the stream's write deadline was last set
+}
+
+// armWriteDeadline bounds the writes that follow by WriteTimeout. A client
+// that stops granting flow-control window (it does not read) leaves a write
+// waiting forever, and the worker behind it with it; at the deadline x/net
+// resets the stream and the write fails, as the HTTP/1 engine closes a
+// connection whose client stops reading. Setting it costs a message to the
+// connection's goroutine, so it is not moved again for small steps.
+func (w *h2Response) armWriteDeadline() {
+	timeout := w.srv.cfg.WriteTimeout
+	now := time.Now()
+	if !w.armed.IsZero() && now.Sub(w.armed) < timeout/64 {
+		return
+	}
+	w.armed = now
+	http.NewResponseController(w.rw).SetWriteDeadline(now.Add(timeout))
 }
 
 func (w *h2Response) HeadWritten() bool { return w.head }
@@ -280,9 +297,7 @@ func (w *h2Response) WriteHead(head *ResponseHead, body []byte, complete bool) e
 	}
 	w.rw.WriteHeader(head.Code)
 	if len(body) > 0 && bodyAllowed {
-		n, err := w.rw.Write(body)
-		w.written += int64(n)
-		if err != nil {
+		if err := w.write(body); err != nil {
 			return err
 		}
 	}
@@ -296,22 +311,43 @@ func (w *h2Response) Write(p []byte) error {
 	if !w.head {
 		return errNoHead
 	}
-	n, err := w.rw.Write(p)
-	w.written += int64(n)
-	if err != nil {
+	if err := w.write(p); err != nil {
 		return err
 	}
 	return http.NewResponseController(w.rw).Flush()
+}
+
+// write writes p in slices, each under a fresh write deadline, so that the
+// deadline bounds a client that stops reading, not a slow but steady one.
+func (w *h2Response) write(p []byte) error {
+	for len(p) > 0 {
+		w.armWriteDeadline()
+		n, err := w.rw.Write(p[:min(len(p), writeSlice)])
+		w.written += int64(n)
+		if err != nil {
+			return err
+		}
+		p = p[n:]
+	}
+	return nil
 }
 
 func (w *h2Response) SendFile(f *os.File, offset, n int64) error {
 	if !w.head {
 		return errNoHead
 	}
-	m, err := io.Copy(w.rw, io.NewSectionReader(f, offset, n))
-	w.written += m
-	if err != nil {
-		return err
+	for n > 0 {
+		w.armWriteDeadline()
+		m, err := io.Copy(w.rw, io.NewSectionReader(f, offset, min(n, writeSlice)))
+		w.written += m
+		if err != nil {
+			return err
+		}
+		if m == 0 {
+			return io.ErrUnexpectedEOF // the file is shorter than announced
+		}
+		offset += m
+		n -= m
 	}
 	return http.NewResponseController(w.rw).Flush()
 }
