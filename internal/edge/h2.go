@@ -246,6 +246,10 @@ type h2Response struct {
 	armed   time.Time // when the stream's write deadline was last set
 }
 
+// smallH2Body is the largest complete response body written without a
+// stream write deadline.
+const smallH2Body = 16 << 10
+
 // armWriteDeadline bounds the writes that follow by WriteTimeout. A client
 // that stops granting flow-control window (it does not read) leaves a write
 // waiting forever, and the worker behind it with it; at the deadline x/net
@@ -297,7 +301,18 @@ func (w *h2Response) WriteHead(head *ResponseHead, body []byte, complete bool) e
 	}
 	w.rw.WriteHeader(head.Code)
 	if len(body) > 0 && bodyAllowed {
-		if err := w.write(body); err != nil {
+		// A small complete response is written without a stream deadline:
+		// arming one costs a message to the connection's goroutine, a few
+		// percent of a small request, and a stalled one holds only this
+		// goroutine and at most smallH2Body bytes until the connection
+		// ends, bounded by its stream limit. No worker waits on it.
+		if complete && len(body) <= smallH2Body {
+			n, err := w.rw.Write(body)
+			w.written += int64(n)
+			if err != nil {
+				return err
+			}
+		} else if err := w.write(body); err != nil {
 			return err
 		}
 	}
