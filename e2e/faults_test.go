@@ -19,6 +19,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -466,7 +467,7 @@ func TestFaultDiskFullSpill(t *testing.T) {
 		}
 	}
 	line := logPrefix("ERROR") + regexp.QuoteMeta("edge: could not buffer a request body in "+spool+" (--tmp-dir) after ") +
-		`\d+` + regexp.QuoteMeta(" bytes: write "+spool+"/taipan-body-") + `\d+: no space left on device`
+		`\d+` + regexp.QuoteMeta(" bytes: write "+spool+"/taipan-body-") + `\d+-\d+: no space left on device`
 	requireLogLine(t, fs.Server, line)
 	lineRE := regexp.MustCompile(`(?m)^` + line + `$`)
 	count := func() int { return len(lineRE.FindAllString(fs.Stderr(), -1)) }
@@ -555,4 +556,35 @@ func TestFaultInterpreterGoneAtRuntime(t *testing.T) {
 	}
 	requireReplaced(t, fs.Server, pid, 2)
 	fs.finish(t, "interpreter gone at runtime, worker killed", 1, 1)
+}
+
+// A taipan killed while bodies were spooled cannot remove its files; the
+// next start removes them, says so, and leaves a live taipan's files alone.
+func TestFaultStaleSpillsRemoved(t *testing.T) {
+	t.Parallel()
+	spool := t.TempDir()
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	stale := filepath.Join(spool, fmt.Sprintf("taipan-body-%d-1", gone.Process.Pid))
+	live := filepath.Join(spool, fmt.Sprintf("taipan-body-%d-1", os.Getpid()))
+	for _, p := range []string{stale, live} {
+		if err := os.WriteFile(p, []byte("a body"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := Start(t, "--tmp-dir", spool, "--pythonpath", appsDir(t), "faultapp:app")
+	if !s.WaitLog("Removed 1 request body file(s) in "+spool+" left by a taipan that was killed", 5*time.Second) {
+		t.Errorf("no log line about the stale file; log:\n%s", s.Stderr())
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("the dead taipan's file is still there: %v", err)
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("the live process's file was removed: %v", err)
+	}
+	if code, _ := httpGet(t, s, "/pid"); code != 200 {
+		t.Errorf("serving after the cleanup: %d", code)
+	}
 }

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"taipan/internal/httpsyntax"
@@ -64,7 +67,7 @@ func (s *bodySink) readFrom(br *bufio.Reader, n int64) error {
 
 // spill moves the in-memory part of the body to a new temporary file.
 func (s *bodySink) spill() error {
-	f, err := os.CreateTemp(s.dir, "taipan-body-*") // mode 0600: bodies may hold secrets
+	f, err := os.CreateTemp(s.dir, spillPrefix+strconv.Itoa(os.Getpid())+"-*") // mode 0600: bodies may hold secrets
 	if err != nil {
 		return &spillError{fmt.Errorf("edge: could not create a request body file in %s (--tmp-dir): %w", s.dir, err)}
 	}
@@ -83,6 +86,45 @@ func (s *bodySink) spill() error {
 // The caller discards the partial file.
 func (s *bodySink) writeFailed(err error) error {
 	return &spillError{fmt.Errorf("edge: could not buffer a request body in %s (--tmp-dir) after %d bytes: %w", s.dir, s.size, err)}
+}
+
+// spillPrefix begins every spill file's name; the pid of the taipan that
+// wrote it follows, so that a later start can tell the files a killed
+// taipan left behind (RemoveStaleSpills) from those of one still running.
+const spillPrefix = "taipan-body-"
+
+// RemoveStaleSpills removes the spill files in dir whose taipan is no
+// longer running: one killed with SIGKILL, or by the OOM killer, cannot
+// remove its own. It returns how many it removed. Files of live processes,
+// and names it does not recognise, are left alone.
+func RemoveStaleSpills(dir string) (int, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, fmt.Errorf("edge: looking for stale request body files: %w", err)
+	}
+	removed := 0
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), spillPrefix)
+		if !ok || !e.Type().IsRegular() {
+			continue
+		}
+		pidText, _, ok := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidText)
+		if !ok || err != nil || pid <= 0 || pid == os.Getpid() || processAlive(pid) {
+			continue
+		}
+		if os.Remove(filepath.Join(dir, e.Name())) == nil {
+			removed++
+		}
+	}
+	return removed, nil
+}
+
+// processAlive reports whether a process with this pid exists (signal 0
+// checks without sending; EPERM means it exists under another user).
+func processAlive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 // discard removes a partly written spill file.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -904,5 +905,51 @@ func TestAnnouncedBodyReservesNoMemory(t *testing.T) {
 	grew := int64(after.HeapAlloc) - int64(before.HeapAlloc)
 	if limit := int64(conns * announced / 8); grew > limit {
 		t.Fatalf("%d connections announcing %d-byte bodies grew the heap by %d bytes, want under %d", conns, announced, grew, limit)
+	}
+}
+
+// Spill files are named after the taipan that wrote them; at start, those
+// of a taipan no longer running are removed, and no other file is touched.
+func TestRemoveStaleSpills(t *testing.T) {
+	dir := t.TempDir()
+	// A pid that is certainly gone: a child that has exited and been reaped.
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dead := cmd.Process.Pid
+	files := map[string]bool{ // name -> should survive
+		fmt.Sprintf("taipan-body-%d-123", dead):        false,
+		fmt.Sprintf("taipan-body-%d-456", dead):        false,
+		fmt.Sprintf("taipan-body-%d-789", os.Getpid()): true, // this process: live
+		"taipan-body-1-42":                             true, // pid 1 is alive
+		"taipan-body-123456":                           true, // old name: not ours to judge
+		"other-file":                                   true,
+	}
+	for name := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := RemoveStaleSpills(dir)
+	if err != nil || n != 2 {
+		t.Fatalf("removed %d, err %v; want 2", n, err)
+	}
+	for name, keep := range files {
+		_, err := os.Stat(filepath.Join(dir, name))
+		if exists := err == nil; exists != keep {
+			t.Errorf("%s: exists %v, want %v", name, exists, keep)
+		}
+	}
+	// A spill file of this process has its pid in its name.
+	ts := newTestServer(t, Config{BodyMemoryLimit: 10, TempDir: dir})
+	c := dial(t, ts.addr)
+	io.WriteString(c, "POST /spill HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n"+strings.Repeat("z", 100))
+	readResp(t, bufio.NewReader(c), "POST")
+	ts.mu.Lock()
+	path := ts.spillPath
+	ts.mu.Unlock()
+	if want := fmt.Sprintf("taipan-body-%d-", os.Getpid()); !strings.HasPrefix(filepath.Base(path), want) {
+		t.Errorf("spill file %s, want a name starting %s", path, want)
 	}
 }

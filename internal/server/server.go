@@ -150,6 +150,15 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 	if cfg.LimitRequestBody == 0 {
 		ecfg.LimitRequestBody = edge.NoBodyLimit
 	}
+	spillDir := cfg.TmpDir
+	if spillDir == "" {
+		spillDir = os.TempDir()
+	}
+	if n, err := edge.RemoveStaleSpills(spillDir); err != nil {
+		log.Warnf("%v", err)
+	} else if n > 0 {
+		log.Infof("Removed %d request body file(s) in %s left by a taipan that was killed", n, spillDir)
+	}
 	ecfg.AccessLog = accessLog(access, rec)
 	br := bridge.New(p.main, bridge.Options{
 		RootPath:     cfg.RootPath,
