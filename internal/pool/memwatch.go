@@ -21,9 +21,9 @@ const (
 // picked a process, perhaps not even a worker.
 //
 // Every memoryWatchInterval the watch reads the resident memory of each
-// busy worker from /proc (one small read per busy worker; idle ones are
-// left to the between-requests check), and memoryConfirmInterval after a
-// sample that found one above the limit. A worker above the limit at two
+// worker from /proc (one small read per worker), and memoryConfirmInterval
+// after a sample that found a busy one above the limit. An idle worker
+// above the limit is recycled the gentle way at once. A worker above the limit at two
 // samples in a row, running a request that had already started at the
 // first of them, is killed: its Python stack is logged first, the requests
 // it was running get ErrMemoryLimit (502) and a replacement starts. Two
@@ -91,12 +91,20 @@ func (m *memoryWatch) check(w *Worker, now time.Time) bool {
 	busy := len(w.inflight) > 0
 	gone := w.killErr != nil || w.dead
 	w.mu.Unlock()
-	if !busy || gone {
+	if gone {
 		return false
 	}
 	rss, err := m.rss(w)
 	if err != nil || rss <= m.limit {
 		return false // unreadable: the worker has just exited
+	}
+	if !busy {
+		// Idle and above the limit (a request left it large): recycled
+		// now rather than at its next request, which on a quiet pool may
+		// not come for a long time. (renew ignores a worker already
+		// being replaced.)
+		m.pool.renew(w, StopMaxRSS, fmt.Sprintf("resident memory %d MB is above --max-rss %d MB", rss>>20, m.limit>>20))
+		return false
 	}
 	prev, wasOver := m.over[w]
 	if !wasOver {

@@ -112,6 +112,34 @@ func TestMemoryWatchSparesARequestThatEnds(t *testing.T) {
 	}
 }
 
+// A worker that a request left above the limit and that then sits idle is
+// recycled without waiting for another request.
+func TestMemoryWatchRecyclesIdleWorker(t *testing.T) {
+	p, logs := newPool(t, 1, memoryApp)
+	p.cfg.MaxRSS = 64 << 20
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(t.Context())
+	pid := p.Stats().Pids[0]
+	j := job("/hoard", "96", "")
+	p.Submit(j)
+	if body, err := collect(t, j); err != nil || body != fmt.Sprint(pid) {
+		t.Fatalf("/hoard: body %q err %v\n%s", body, err, logs)
+	}
+	// No further request: the watch alone must notice.
+	marker := fmt.Sprintf("Recycling worker 1 (pid %d): resident memory", pid)
+	if !pollFor(10*time.Second, func() bool { return strings.Contains(logs.String(), marker) }) {
+		t.Fatalf("no %q in the log:\n%s", marker, logs)
+	}
+	if !pollFor(10*time.Second, func() bool { s := p.Stats(); return len(s.Pids) == 1 && s.Pids[0] != pid }) {
+		t.Fatalf("worker %d not replaced: %+v", pid, p.Stats())
+	}
+	if strings.Contains(logs.String(), "WORKER MEMORY LIMIT") {
+		t.Errorf("the idle worker was killed, not recycled:\n%s", logs)
+	}
+}
+
 // The rules of a sample, with the memory figures set by the test and real
 // workers running real requests.
 func TestMemoryWatchSamples(t *testing.T) {
@@ -144,14 +172,28 @@ func TestMemoryWatchSamples(t *testing.T) {
 		})
 	}
 
-	// An idle worker is not sampled, whatever its memory.
+	// An idle worker above the limit is recycled at once, the gentle way:
+	// never counted among the busy ones that may be killed.
 	w := worker()
 	rss.Store(2 * limit)
 	m.sample(time.Now())
-	m.sample(time.Now())
 	if len(m.over) != 0 {
-		t.Fatalf("an idle worker was sampled: %v", m.over)
+		t.Fatalf("an idle worker was counted as over the limit: %v", m.over)
 	}
+	if !pollFor(10*time.Second, func() bool { return strings.Contains(logs.String(), fmt.Sprintf("Recycling worker %d", w.ID)) }) {
+		t.Fatalf("the idle worker above the limit was not recycled:\n%s", logs)
+	}
+	old := w
+	if !pollFor(10*time.Second, func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.workers) == 1 && p.workers[old.ID] == nil
+	}) {
+		t.Fatalf("the recycled idle worker was not replaced:\n%s", logs)
+	}
+	rss.Store(limit)
+	m.sample(time.Now())
+	w = worker()
 
 	// Above the limit at one sample, then below: nothing happens.
 	a := job("/sleep", "0.6", "")
@@ -180,10 +222,10 @@ func TestMemoryWatchSamples(t *testing.T) {
 	if _, err := collect(t, b); err != nil {
 		t.Fatalf("a request that started after the first sample above the limit: %v", err)
 	}
-	if !pollFor(10*time.Second, func() bool { return strings.Contains(logs.String(), "Recycling worker 1") }) {
+	if !pollFor(10*time.Second, func() bool { return strings.Contains(logs.String(), fmt.Sprintf("Recycling worker %d", w.ID)) }) {
 		t.Fatalf("the worker above the limit was not recycled:\n%s", logs)
 	}
-	old := w
+	old = w
 	if !pollFor(10*time.Second, func() bool {
 		p.mu.Lock()
 		defer p.mu.Unlock()
