@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -421,4 +422,37 @@ func wsRead(t *testing.T, br *bufio.Reader) (byte, []byte) {
 		t.Fatalf("reading a %d-byte payload: %v", n, err)
 	}
 	return h[0] & 0x0f, p
+}
+
+// An app that raises before it accepts a WebSocket gets the handshake
+// answered 500: a plain one, or with --debug one that carries the
+// traceback, as for HTTP requests.
+func TestWebSocketHandshakeErrorDebug(t *testing.T) {
+	for _, debug := range []bool{false, true} {
+		t.Run(fmt.Sprintf("debug=%v", debug), func(t *testing.T) {
+			args := []string{"-w", "1"}
+			if debug {
+				args = append(args, "--debug")
+			}
+			s := startWS(t, "starlette_app", args...)
+			c, err := net.DialTimeout("tcp", s.Addr, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprintf(c, "GET /ws/explode-early HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+				"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			hasTrace := strings.Contains(string(body), "websocket handshake exploded 98")
+			if resp.StatusCode != 500 || hasTrace != debug {
+				t.Errorf("status %d, body %q: want 500 with the traceback only with --debug", resp.StatusCode, body)
+			}
+		})
+	}
 }

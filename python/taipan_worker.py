@@ -878,11 +878,13 @@ class AsgiWebSocket(AsgiRequest):
 
     async def run(self, app: Any) -> None:
         conn, stream = self.conn, self.stream
+        tb = ""
         try:
             await app(self.scope, self.receive, self.send)
             raised = False
         except Exception:
-            conn.log(LOG_ERROR, "Error in WebSocket %s\n%s" % (scope_line(self.scope), traceback.format_exc()), stream)
+            tb = traceback.format_exc()
+            conn.log(LOG_ERROR, "Error in WebSocket %s\n%s" % (scope_line(self.scope), tb), stream)
             raised = True
         except asyncio.CancelledError:
             conn.write(frame(ABORT, stream, b"cancelled"))
@@ -892,7 +894,7 @@ class AsgiWebSocket(AsgiRequest):
         if state == self.CONNECTING:
             if not raised:
                 conn.log(LOG_ERROR, "ASGI app returned without accepting or closing the WebSocket %s" % scope_line(self.scope), stream)
-            conn.write(head_frame(stream, *INTERNAL_ERROR, True))
+            conn.write(head_frame(stream, *(error_response(tb) if raised else INTERNAL_ERROR), True))
         elif state == self.RESPONDING and not self.ended:
             conn.write(frame(ABORT, stream, b"the app did not finish its response"))
         elif state == self.ACCEPTED:

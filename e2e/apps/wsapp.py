@@ -82,6 +82,10 @@ async def explode(websocket: WebSocket) -> None:
     raise RuntimeError("websocket handler exploded 99")
 
 
+async def explode_early(websocket: WebSocket) -> None:
+    raise RuntimeError("websocket handshake exploded 98")
+
+
 async def count(websocket: WebSocket) -> None:
     """Sleeps before reading (so messages queue up), then takes every message
     until "end" and answers with how many arrived and their SHA-256."""
@@ -132,6 +136,7 @@ starlette_app = Starlette(
         WebSocketRoute("/ws/deny", deny),
         WebSocketRoute("/ws/close", app_closes),
         WebSocketRoute("/ws/explode", explode),
+        WebSocketRoute("/ws/explode-early", explode_early),
         WebSocketRoute("/ws/count", count),
         WebSocketRoute("/ws/push", push),
         WebSocketRoute("/ws/hold", hold),
