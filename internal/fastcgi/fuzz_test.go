@@ -2,115 +2,15 @@ package fastcgi
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"os"
-	"path/filepath"
-	"runtime"
-	"sync"
 	"testing"
-	"time"
 
 	"taipan/internal/cgivars"
+	"taipan/internal/cgivars/cgivarstest"
 	"taipan/internal/edge"
 	"taipan/internal/logging"
 )
-
-// fuzzIOTimeout bounds each exchange of a fuzz iteration: a server that
-// neither answers nor closes by then is looping or waiting for bytes a
-// closed connection will never bring.
-const fuzzIOTimeout = 10 * time.Second
-
-// fuzzBodyLimit is the server's LimitRequestBody in the fuzz target, low
-// so that the fuzzer reaches the 413 path.
-const fuzzBodyLimit = 1 << 20
-
-// fuzzAllocSlack is what one exchange may allocate besides a few times
-// its input: buffers, requests, responses.
-const fuzzAllocSlack = 4 << 20
-
-// served is what the fuzz Handler saw of a request.
-type served struct {
-	method string
-	body   []byte
-}
-
-// fuzzServer is a real Server on a unix socket whose Handler records the
-// requests it gets.
-type fuzzServer struct {
-	path string
-
-	mu   sync.Mutex
-	seen []served
-}
-
-func startFuzzServer(f *testing.F) *fuzzServer {
-	fs := &fuzzServer{path: filepath.Join(f.TempDir(), "fcgi.sock")}
-	h := edge.HandlerFunc(func(w edge.ResponseWriter, r *edge.Request) {
-		body, err := io.ReadAll(r.Body.Reader())
-		if err != nil {
-			panic(err)
-		}
-		fs.mu.Lock()
-		fs.seen = append(fs.seen, served{method: r.Method, body: body})
-		fs.mu.Unlock()
-		w.WriteHead(&edge.ResponseHead{Code: 200, Status: "200 OK",
-			Header: []edge.HeaderField{{Name: "Content-Type", Value: "text/plain"}}}, []byte("served"), true)
-	})
-	cfg := edge.Config{LimitRequestBody: fuzzBodyLimit, TempDir: f.TempDir()}
-	srv := NewServer(cfg, h, logging.New(io.Discard, logging.Critical))
-	ln, err := net.Listen("unix", fs.path)
-	if err != nil {
-		f.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	f.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		if err := <-done; err != nil {
-			f.Errorf("Serve: %v", err)
-		}
-	})
-	return fs
-}
-
-// exchange sends raw on a new connection, shuts the write side, and
-// returns what came back until the server closed, with the requests the
-// Handler saw meanwhile and how many bytes the process allocated.
-func (fs *fuzzServer) exchange(t *testing.T, raw []byte) (out []byte, seen []served, allocated uint64) {
-	fs.mu.Lock()
-	fs.seen = nil
-	fs.mu.Unlock()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-
-	c, err := net.Dial("unix", fs.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(fuzzIOTimeout))
-	go func() { // a refused request may never be read whole
-		if _, err := c.Write(raw); err == nil {
-			c.(*net.UnixConn).CloseWrite()
-		}
-	}()
-	out, err = io.ReadAll(c)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("the server neither answered nor closed within %v (got %q)", fuzzIOTimeout, out)
-	}
-
-	runtime.ReadMemStats(&after)
-	fs.mu.Lock()
-	seen = fs.seen
-	fs.mu.Unlock()
-	return out, seen, after.TotalAlloc - before.TotalAlloc
-}
 
 // splitRecords cuts b into the complete records it starts with, as the
 // FastCGI 1.0 specification frames them (version 1, type, big-endian
@@ -244,7 +144,9 @@ func summary(out []byte) string {
 // sent. Padding changes nothing: the same records sent without it are
 // served and answered alike.
 func FuzzRecords(f *testing.F) {
-	fs := startFuzzServer(f)
+	fs := cgivarstest.StartFuzzServer(f, func(cfg edge.Config, h edge.Handler, log *logging.Logger) cgivarstest.Server {
+		return NewServer(cfg, h, log)
+	})
 	// Small seeds: the fuzzer minimizes every input that finds new
 	// coverage, and a long one costs it seconds.
 	vars := func(method string, extra ...[2]string) [][2]string {
@@ -262,8 +164,8 @@ func FuzzRecords(f *testing.F) {
 	f.Add(abort)
 	f.Add([]byte{1, typeBeginRequest, 0, 1, 0xff, 0xff, 0xff, 0})
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		out, seen, allocated := fs.exchange(t, raw)
-		if limit := fuzzAllocSlack + 4*uint64(len(raw)); allocated > limit {
+		out, seen, allocated := fs.Exchange(t, raw)
+		if limit := cgivarstest.FuzzAllocSlack + 4*uint64(len(raw)); allocated > limit {
 			t.Errorf("one exchange of %d bytes allocated %d bytes (limit %d)", len(raw), allocated, limit)
 		}
 		in, _ := splitRecords(raw)
@@ -312,7 +214,7 @@ func FuzzRecords(f *testing.F) {
 
 		// Padding carries nothing: the same records without it must be
 		// served and answered alike.
-		out2, seen2, _ := fs.exchange(t, unpadded(raw))
+		out2, seen2, _ := fs.Exchange(t, unpadded(raw))
 		if summary(out2) != summary(out) || fmt.Sprint(seen2) != fmt.Sprint(seen) {
 			t.Fatalf("without padding, the answer is %s and served %q; with it, %s and %q", summary(out2), seen2, summary(out), seen)
 		}
@@ -327,10 +229,10 @@ func FuzzRecords(f *testing.F) {
 		for _, s := range seen {
 			found := false
 			for _, b := range bodies {
-				found = found || bytes.Equal(s.body, b)
+				found = found || bytes.Equal(s.Body, b)
 			}
 			if !found {
-				t.Fatalf("served body %q, which no request's STDIN records carry", s.body)
+				t.Fatalf("served body %q, which no request's STDIN records carry", s.Body)
 			}
 		}
 	})

@@ -3,116 +3,16 @@ package uwsgi
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/binary"
-	"errors"
 	"io"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
-	"runtime"
 	"strconv"
-	"sync"
 	"testing"
-	"time"
 
+	"taipan/internal/cgivars/cgivarstest"
 	"taipan/internal/edge"
 	"taipan/internal/logging"
 )
-
-// fuzzIOTimeout bounds each exchange of a fuzz iteration: a server that
-// neither answers nor closes by then is looping or waiting for bytes a
-// closed connection will never bring.
-const fuzzIOTimeout = 10 * time.Second
-
-// fuzzBodyLimit is the server's LimitRequestBody in the fuzz target, low
-// so that the fuzzer reaches the 413 path.
-const fuzzBodyLimit = 1 << 20
-
-// fuzzAllocSlack is what one exchange may allocate besides a few times
-// its input: buffers, the request, the response.
-const fuzzAllocSlack = 4 << 20
-
-// served is what the fuzz Handler saw of a request.
-type served struct {
-	method string
-	body   []byte
-}
-
-// fuzzServer is a real Server on a unix socket whose Handler records the
-// requests it gets.
-type fuzzServer struct {
-	path string
-
-	mu   sync.Mutex
-	seen []served
-}
-
-func startFuzzServer(f *testing.F) *fuzzServer {
-	fs := &fuzzServer{path: filepath.Join(f.TempDir(), "uwsgi.sock")}
-	h := edge.HandlerFunc(func(w edge.ResponseWriter, r *edge.Request) {
-		body, err := io.ReadAll(r.Body.Reader())
-		if err != nil {
-			panic(err)
-		}
-		fs.mu.Lock()
-		fs.seen = append(fs.seen, served{method: r.Method, body: body})
-		fs.mu.Unlock()
-		w.WriteHead(&edge.ResponseHead{Code: 200, Status: "200 OK",
-			Header: []edge.HeaderField{{Name: "Content-Type", Value: "text/plain"}}}, []byte("served"), true)
-	})
-	cfg := edge.Config{LimitRequestBody: fuzzBodyLimit, TempDir: f.TempDir()}
-	srv := NewServer(cfg, h, logging.New(io.Discard, logging.Critical))
-	ln, err := net.Listen("unix", fs.path)
-	if err != nil {
-		f.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	f.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		if err := <-done; err != nil {
-			f.Errorf("Serve: %v", err)
-		}
-	})
-	return fs
-}
-
-// exchange sends raw on a new connection, shuts the write side, and
-// returns what came back until the server closed, with the requests the
-// Handler saw meanwhile and how many bytes the process allocated.
-func (fs *fuzzServer) exchange(t *testing.T, raw []byte) (out []byte, seen []served, allocated uint64) {
-	fs.mu.Lock()
-	fs.seen = nil
-	fs.mu.Unlock()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-
-	c, err := net.Dial("unix", fs.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(fuzzIOTimeout))
-	go func() { // a refused packet may never be read whole
-		if _, err := c.Write(raw); err == nil {
-			c.(*net.UnixConn).CloseWrite()
-		}
-	}()
-	out, err = io.ReadAll(c)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("the server neither answered nor closed within %v (got %q)", fuzzIOTimeout, out)
-	}
-
-	runtime.ReadMemStats(&after)
-	fs.mu.Lock()
-	seen = fs.seen
-	fs.mu.Unlock()
-	return out, seen, after.TotalAlloc - before.TotalAlloc
-}
 
 // refPacket is a uwsgi request packet as this test reads it, from the
 // format in the package comment: modifier1 0, the little-endian uint16
@@ -200,7 +100,9 @@ func plainDecimal(s string) (int64, bool) {
 // answers or closes promptly; and no length in the packet makes it
 // allocate more than a few times what was sent.
 func FuzzPacket(f *testing.F) {
-	fs := startFuzzServer(f)
+	fs := cgivarstest.StartFuzzServer(f, func(cfg edge.Config, h edge.Handler, log *logging.Logger) cgivarstest.Server {
+		return NewServer(cfg, h, log)
+	})
 	f.Add(packet(nginxVars("GET", "/echo?x=1"), nil))
 	f.Add(packet(nginxVars("POST", "/echo", [2]string{"CONTENT_LENGTH", "5"}), []byte("hello")))
 	f.Add(packet(nginxVars("POST", "/echo", [2]string{"CONTENT_LENGTH", "99999999999"}), []byte("short")))
@@ -208,8 +110,8 @@ func FuzzPacket(f *testing.F) {
 	f.Add([]byte{0, 0xff, 0xff, 0, 0xff, 0xff})
 	f.Add([]byte{5, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		out, seen, allocated := fs.exchange(t, raw)
-		if limit := fuzzAllocSlack + 4*uint64(len(raw)); allocated > limit {
+		out, seen, allocated := fs.Exchange(t, raw)
+		if limit := cgivarstest.FuzzAllocSlack + 4*uint64(len(raw)); allocated > limit {
 			t.Errorf("one exchange of %d bytes allocated %d bytes (limit %d)", len(raw), allocated, limit)
 		}
 		p, ok := parsePacket(raw)
@@ -245,14 +147,14 @@ func FuzzPacket(f *testing.F) {
 			return
 		}
 		s := seen[0]
-		if resp.StatusCode != 200 || s.method != "HEAD" && string(body) != "served" {
+		if resp.StatusCode != 200 || s.Method != "HEAD" && string(body) != "served" {
 			t.Fatalf("a served request got %q", out)
 		}
-		if m, _ := p.last("REQUEST_METHOD", false); s.method != m {
-			t.Fatalf("served method %q, want the last REQUEST_METHOD, %q", s.method, m)
+		if m, _ := p.last("REQUEST_METHOD", false); s.Method != m {
+			t.Fatalf("served method %q, want the last REQUEST_METHOD, %q", s.Method, m)
 		}
-		if end := p.bodyStart + len(s.body); end > len(raw) || !bytes.Equal(s.body, raw[p.bodyStart:end]) {
-			t.Fatalf("served body %q is not the bytes after the vars, %q", s.body, raw[p.bodyStart:])
+		if end := p.bodyStart + len(s.Body); end > len(raw) || !bytes.Equal(s.Body, raw[p.bodyStart:end]) {
+			t.Fatalf("served body %q is not the bytes after the vars, %q", s.Body, raw[p.bodyStart:])
 		}
 		want := int64(0)
 		if cl, ok := p.last("CONTENT_LENGTH", true); ok {
@@ -262,8 +164,8 @@ func FuzzPacket(f *testing.F) {
 			}
 			want = n
 		}
-		if int64(len(s.body)) != want {
-			t.Fatalf("served a body of %d bytes, CONTENT_LENGTH says %d", len(s.body), want)
+		if int64(len(s.Body)) != want {
+			t.Fatalf("served a body of %d bytes, CONTENT_LENGTH says %d", len(s.Body), want)
 		}
 	})
 }
