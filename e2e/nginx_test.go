@@ -16,7 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -39,11 +38,8 @@ func requireNginx(t testing.TB) {
 // nginxProc is a running nginx, in the foreground and unprivileged: every
 // path it writes is in its own directory.
 type nginxProc struct {
-	cmd    *exec.Cmd
-	dir    string
-	out    bytes.Buffer
-	mu     sync.Mutex
-	exited chan struct{}
+	*daemon
+	dir string
 }
 
 // startNginx writes conf (the http block's content, with DIR standing for
@@ -78,62 +74,10 @@ http {
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	n := &nginxProc{dir: dir, exited: make(chan struct{})}
-	n.cmd = exec.Command(nginxPath, "-c", confPath, "-p", dir, "-e", filepath.Join(dir, "error.log"))
-	n.cmd.Stdout = lockedWriter{&n.mu, &n.out}
-	n.cmd.Stderr = lockedWriter{&n.mu, &n.out}
-	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := n.cmd.Start(); err != nil {
-		t.Fatalf("starting nginx: %v", err)
-	}
-	go func() {
-		n.cmd.Wait()
-		close(n.exited)
-	}()
-	t.Cleanup(n.stop)
-	ready := pollUntil(10*time.Second, func() bool {
-		select {
-		case <-n.exited:
-			return true
-		default:
-		}
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-	select {
-	case <-n.exited:
-		t.Fatalf("nginx exited at start:\n%s\n%s", n.output(), n.errorLog())
-	default:
-	}
-	if !ready {
-		t.Fatalf("nginx did not accept on %s:\n%s", addr, n.errorLog())
-	}
+	n := &nginxProc{dir: dir}
+	n.daemon = startDaemon(t, "nginx", exec.Command(nginxPath, "-c", confPath, "-p", dir, "-e", filepath.Join(dir, "error.log")))
+	n.waitAccepting(t, addr, func() string { return n.output() + "\n" + n.errorLog() })
 	return n
-}
-
-// stop ends nginx by its pid: SIGTERM (a fast shutdown), then SIGKILL.
-func (n *nginxProc) stop() {
-	select {
-	case <-n.exited:
-		return
-	default:
-	}
-	n.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-n.exited:
-	case <-time.After(5 * time.Second):
-		n.cmd.Process.Kill()
-		<-n.exited
-	}
-}
-
-func (n *nginxProc) output() string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.out.String()
 }
 
 func (n *nginxProc) errorLog() string {

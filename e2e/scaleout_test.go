@@ -8,7 +8,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -312,11 +311,8 @@ func (c *scaleCluster) startNginx() {
 // haproxyProc is a running HAProxy, in the foreground, with an admin
 // socket for its servers' state.
 type haproxyProc struct {
-	cmd    *exec.Cmd
-	sock   string
-	out    bytes.Buffer
-	mu     sync.Mutex
-	exited chan struct{}
+	*daemon
+	sock string
 }
 
 // startHAProxy runs HAProxy with a backend of every host, each checked
@@ -334,7 +330,7 @@ func (c *scaleCluster) startHAProxy() {
 	for _, h := range c.hosts {
 		fmt.Fprintf(&servers, "    server %s %s check port %s\n", h.name, h.addr(), scaleAdminPort)
 	}
-	p := &haproxyProc{sock: filepath.Join(dir, "admin.sock"), exited: make(chan struct{})}
+	p := &haproxyProc{sock: filepath.Join(dir, "admin.sock")}
 	conf := `global
     nbthread 1
     stats socket ` + p.sock + ` mode 600 level admin
@@ -363,61 +359,9 @@ backend taipans
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		c.t.Fatal(err)
 	}
-	p.cmd = exec.Command(haproxyPath, "-db", "-f", confPath)
-	p.cmd.Stdout = lockedWriter{&p.mu, &p.out}
-	p.cmd.Stderr = lockedWriter{&p.mu, &p.out}
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := p.cmd.Start(); err != nil {
-		c.t.Fatalf("starting haproxy: %v", err)
-	}
-	go func() {
-		p.cmd.Wait()
-		close(p.exited)
-	}()
-	c.t.Cleanup(p.stop)
+	p.daemon = startDaemon(c.t, "haproxy", exec.Command(haproxyPath, "-db", "-f", confPath))
 	c.haproxy = p
-	ready := pollUntil(10*time.Second, func() bool {
-		select {
-		case <-p.exited:
-			return true
-		default:
-		}
-		conn, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			conn.Close()
-		}
-		return err == nil
-	})
-	select {
-	case <-p.exited:
-		c.t.Fatalf("haproxy exited at start:\n%s", p.output())
-	default:
-	}
-	if !ready {
-		c.t.Fatalf("haproxy did not accept on %s:\n%s", addr, p.output())
-	}
-}
-
-// stop ends HAProxy by its pid: SIGTERM, then SIGKILL.
-func (p *haproxyProc) stop() {
-	select {
-	case <-p.exited:
-		return
-	default:
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(5 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.exited
-	}
-}
-
-func (p *haproxyProc) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.String()
+	p.waitAccepting(c.t, addr, p.output)
 }
 
 // serverStates asks HAProxy's admin socket ("show stat") for the status of
