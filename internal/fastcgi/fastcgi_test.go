@@ -16,7 +16,6 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,62 +24,15 @@ import (
 	"taipan/internal/logging"
 )
 
-// testServer runs a Server with the cgivarstest Handler on a loopback port.
-type testServer struct {
-	srv    *Server
-	h      *cgivarstest.Handler
-	addr   string
-	served chan error
-
-	mu     sync.Mutex
-	log    bytes.Buffer
-	access []edge.AccessRecord
-}
-
-func newTestServer(t *testing.T, cfg edge.Config) *testServer {
+// newTestServer runs a Server with the cgivarstest Handler on a loopback
+// port.
+func newTestServer(t *testing.T, cfg edge.Config) *cgivarstest.TestServer {
 	t.Helper()
-	ts := &testServer{h: cgivarstest.New(t, "0123456789abcdef"), served: make(chan error, 1)}
-	cfg.AccessLog = func(r *edge.AccessRecord) {
-		ts.mu.Lock()
-		ts.access = append(ts.access, *r)
-		ts.mu.Unlock()
-	}
-	ts.srv = NewServer(cfg, ts.h, logging.New(lockedWriter{ts}, logging.Debug))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.addr = ln.Addr().String()
-	go func() { ts.served <- ts.srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		ts.srv.Shutdown(ctx)
-		if err := <-ts.served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return ts
+	return cgivarstest.StartTestServer(t, cfg, newServer)
 }
 
-type lockedWriter struct{ ts *testServer }
-
-func (w lockedWriter) Write(p []byte) (int, error) {
-	w.ts.mu.Lock()
-	defer w.ts.mu.Unlock()
-	return w.ts.log.Write(p)
-}
-
-func (ts *testServer) errorLog() string {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	return ts.log.String()
-}
-
-func (ts *testServer) accessCount() int {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	return len(ts.access)
+func newServer(cfg edge.Config, h edge.Handler, log *logging.Logger) cgivarstest.Server {
+	return NewServer(cfg, h, log)
 }
 
 // client speaks FastCGI as a web server does.
@@ -358,7 +310,7 @@ func (cl *client) expectClosed(what string, allowed ...uint8) {
 
 func TestParamsBecomeTheRequest(t *testing.T) {
 	ts := newTestServer(t, edge.Config{})
-	cl := dial(t, ts.addr)
+	cl := dial(t, ts.Addr)
 	cl.paramsChunk = 5 // pairs straddle records
 	long := strings.Repeat("v", 300)
 	cl.request(1, 0, nginxVars("GET", "/echo?a=1", [2]string{"HTTP_X_FORWARDED_FOR", "198.51.100.1"}, [2]string{"HTTP_X_LONG", long},
@@ -383,14 +335,14 @@ func TestParamsBecomeTheRequest(t *testing.T) {
 		t.Errorf("HTTP_CONTENT_TYPE became Content-Type %q; only CONTENT_TYPE should", got)
 	}
 	cl.expectClosed("without FCGI_KEEP_CONN")
-	if n := ts.accessCount(); n != 1 {
+	if n := len(ts.Access()); n != 1 {
 		t.Errorf("%d access records, want 1", n)
 	}
 }
 
 func TestBodies(t *testing.T) {
 	ts := newTestServer(t, edge.Config{BodyMemoryLimit: 1000, TempDir: t.TempDir()})
-	cl := dial(t, ts.addr)
+	cl := dial(t, ts.Addr)
 	id := uint16(0)
 	for _, n := range []int{0, 5, 1001, 300000} {
 		id++
@@ -421,7 +373,7 @@ func TestBodies(t *testing.T) {
 
 func TestResponses(t *testing.T) {
 	ts := newTestServer(t, edge.Config{})
-	cl := dial(t, ts.addr)
+	cl := dial(t, ts.Addr)
 	id := uint16(0)
 	get := func(path string) cgiResponse {
 		t.Helper()
@@ -453,7 +405,7 @@ func TestResponses(t *testing.T) {
 	if r := get("/nohead"); r.status != 500 || r.body != "Internal Server Error\n" {
 		t.Errorf("no WriteHead: %+v", r)
 	}
-	if r := get("/panic"); r.status != 500 || !strings.Contains(ts.errorLog(), "boom") {
+	if r := get("/panic"); r.status != 500 || !strings.Contains(ts.ErrorLog(), "boom") {
 		t.Errorf("panic: %+v", r)
 	}
 	if r := get("/upgrade"); r.body != "upgrade error: yes" {
@@ -477,7 +429,7 @@ func TestResponses(t *testing.T) {
 
 func TestKeepConn(t *testing.T) {
 	ts := newTestServer(t, edge.Config{})
-	cl := dial(t, ts.addr)
+	cl := dial(t, ts.Addr)
 	for id := uint16(1); id <= 2; id++ {
 		cl.request(id, flagKeepConn, nginxVars("GET", "/echo?n="+strconv.Itoa(int(id))), nil)
 		if e := echo(t, cl.result(id).body); e.RawQuery != "n="+strconv.Itoa(int(id)) {
@@ -492,7 +444,7 @@ func TestKeepConn(t *testing.T) {
 
 func TestKeepConnIdleTimeout(t *testing.T) {
 	ts := newTestServer(t, edge.Config{KeepAliveTimeout: 100 * time.Millisecond})
-	cl := dial(t, ts.addr)
+	cl := dial(t, ts.Addr)
 	cl.request(1, flagKeepConn, nginxVars("GET", "/echo"), nil)
 	cl.result(1)
 	start := time.Now()
@@ -504,7 +456,7 @@ func TestKeepConnIdleTimeout(t *testing.T) {
 
 func TestManagementRecords(t *testing.T) {
 	ts := newTestServer(t, edge.Config{})
-	cl := dial(t, ts.addr)
+	cl := dial(t, ts.Addr)
 	cl.record(typeGetValues, 0, encodePairs([][2]string{{"FCGI_MAX_CONNS", ""}, {"FCGI_MPXS_CONNS", ""}, {"FCGI_UNHEARD_OF", ""}, {"FCGI_MAX_REQS", ""}}))
 	r, err := cl.read()
 	if err != nil || r.typ != typeGetValuesResult || r.id != 0 {
@@ -540,14 +492,14 @@ func TestManagementRecords(t *testing.T) {
 	// The connection still serves.
 	cl.request(4, flagKeepConn, nginxVars("GET", "/echo"), nil)
 	cl.result(4)
-	if n := ts.accessCount(); n != 1 {
+	if n := len(ts.Access()); n != 1 {
 		t.Errorf("%d requests served, want 1", n)
 	}
 }
 
 func TestMultiplexingRefused(t *testing.T) {
 	ts := newTestServer(t, edge.Config{})
-	cl := dial(t, ts.addr)
+	cl := dial(t, ts.Addr)
 	cl.begin(1, roleResponder, flagKeepConn)
 	cl.begin(2, roleResponder, flagKeepConn)
 	if _, status, err := cl.response(2); err != nil || status != statusCantMpxConn {
@@ -564,7 +516,7 @@ func TestMultiplexingRefused(t *testing.T) {
 
 func TestAbortRequest(t *testing.T) {
 	ts := newTestServer(t, edge.Config{})
-	cl := dial(t, ts.addr)
+	cl := dial(t, ts.Addr)
 
 	// Aborted while its body arrives: answered at once, never served.
 	cl.begin(1, roleResponder, flagKeepConn)
@@ -574,17 +526,17 @@ func TestAbortRequest(t *testing.T) {
 	if out, status, err := cl.response(1); err != nil || status != statusRequestComplete || len(out) != 0 {
 		t.Fatalf("abort before the body's end: %q, %d, %v", out, status, err)
 	}
-	if n := ts.accessCount(); n != 0 {
+	if n := len(ts.Access()); n != 0 {
 		t.Errorf("aborted request was served (%d access records)", n)
 	}
 
 	// Aborted while served: the Handler's ClientGone fires, END_REQUEST
 	// follows, and the connection carries on.
 	cl.request(2, flagKeepConn, nginxVars("GET", "/watch"), nil)
-	<-ts.h.Entered
+	<-ts.H.Entered
 	cl.record(typeAbortRequest, 2, nil)
 	select {
-	case gone := <-ts.h.Gone:
+	case gone := <-ts.H.Gone:
 		if !gone {
 			t.Error("ClientGone did not fire on ABORT_REQUEST")
 		}
@@ -602,12 +554,12 @@ func TestAbortRequest(t *testing.T) {
 
 func TestClientGoneOnClose(t *testing.T) {
 	ts := newTestServer(t, edge.Config{})
-	cl := dial(t, ts.addr)
+	cl := dial(t, ts.Addr)
 	cl.request(1, flagKeepConn, nginxVars("GET", "/watch"), nil)
-	<-ts.h.Entered
+	<-ts.H.Entered
 	cl.c.Close()
 	select {
-	case gone := <-ts.h.Gone:
+	case gone := <-ts.H.Gone:
 		if !gone {
 			t.Error("ClientGone did not fire when the web server closed")
 		}
@@ -619,7 +571,7 @@ func TestClientGoneOnClose(t *testing.T) {
 func TestBrokenResponsesEndWithoutEndRequest(t *testing.T) {
 	ts := newTestServer(t, edge.Config{})
 	for _, path := range []string{"/abort", "/clshort"} {
-		cl := dial(t, ts.addr)
+		cl := dial(t, ts.Addr)
 		cl.request(1, flagKeepConn, nginxVars("GET", path), nil)
 		cl.expectClosed(path, typeStdout)
 	}
@@ -641,7 +593,7 @@ func TestRefusals(t *testing.T) {
 		{"invalid CONTENT_LENGTH", nginxVars("POST", "/echo", [2]string{"CONTENT_LENGTH", "-1"}), nil, 400},
 	}
 	for _, c := range cases {
-		cl := dial(t, ts.addr)
+		cl := dial(t, ts.Addr)
 		go cl.c.Write(requestBytes(1, flagKeepConn, c.vars, c.body)) // may be answered before it is read whole
 		out, status, err := cl.response(1)
 		if err != nil || status != statusRequestComplete {
@@ -653,7 +605,7 @@ func TestRefusals(t *testing.T) {
 		}
 	}
 	// Refused once all of it was read, a request leaves the connection usable.
-	cl := dial(t, ts.addr)
+	cl := dial(t, ts.Addr)
 	cl.request(1, flagKeepConn, [][2]string{{"REQUEST_URI", "/echo"}}, nil)
 	if r := cl.result(1); r.status != 400 {
 		t.Errorf("no REQUEST_METHOD: %+v", r)
@@ -665,7 +617,7 @@ func TestRefusals(t *testing.T) {
 func TestMalformedRecordsClose(t *testing.T) {
 	ts := newTestServer(t, edge.Config{})
 	raw := func(name string, b []byte) {
-		cl := dial(t, ts.addr)
+		cl := dial(t, ts.Addr)
 		cl.c.Write(b)
 		cl.expectClosed(name)
 	}
@@ -673,29 +625,29 @@ func TestMalformedRecordsClose(t *testing.T) {
 	raw("short BEGIN_REQUEST", []byte{1, typeBeginRequest, 0, 1, 0, 2, 0, 0, 0, 1})
 	raw("plain HTTP", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
 
-	cl := dial(t, ts.addr)
+	cl := dial(t, ts.Addr)
 	cl.begin(1, roleResponder, 0)
 	cl.record(typeStdout, 1, []byte("the web server does not send this"))
 	cl.expectClosed("STDOUT from the web server")
 
-	cl = dial(t, ts.addr)
+	cl = dial(t, ts.Addr)
 	cl.begin(1, roleResponder, 0)
 	cl.record(typeParams, 1, []byte{10, 10, 'a'})
 	cl.record(typeParams, 1, nil)
 	cl.expectClosed("PARAMS ending inside a pair")
 
-	cl = dial(t, ts.addr)
+	cl = dial(t, ts.Addr)
 	cl.begin(1, roleResponder, 0)
 	cl.record(typeStdin, 1, []byte("body before PARAMS"))
 	cl.expectClosed("STDIN before PARAMS")
-	if !strings.Contains(ts.errorLog(), "is this a FastCGI client?") {
-		t.Errorf("protocol error not logged:\n%s", ts.errorLog())
+	if !strings.Contains(ts.ErrorLog(), "is this a FastCGI client?") {
+		t.Errorf("protocol error not logged:\n%s", ts.ErrorLog())
 	}
 }
 
 func TestHeaderTimeout(t *testing.T) {
 	ts := newTestServer(t, edge.Config{ReadHeaderTimeout: 200 * time.Millisecond})
-	cl := dial(t, ts.addr)
+	cl := dial(t, ts.Addr)
 	cl.begin(1, roleResponder, 0)
 	cl.record(typeParams, 1, encodePairs(nginxVars("GET", "/echo"))) // never ended
 	out, _, err := cl.response(1)
@@ -706,25 +658,25 @@ func TestHeaderTimeout(t *testing.T) {
 
 func TestShutdownLetsARequestFinish(t *testing.T) {
 	ts := newTestServer(t, edge.Config{})
-	idle := dial(t, ts.addr) // a keep-conn connection between requests
+	idle := dial(t, ts.Addr) // a keep-conn connection between requests
 	idle.request(1, flagKeepConn, nginxVars("GET", "/echo"), nil)
 	idle.result(1)
 
-	cl := dial(t, ts.addr)
+	cl := dial(t, ts.Addr)
 	cl.request(1, flagKeepConn, nginxVars("GET", "/slow"), nil)
-	<-ts.h.Entered
+	<-ts.H.Entered
 	shut := make(chan error, 1)
-	go func() { shut <- ts.srv.Shutdown(context.Background()) }()
+	go func() { shut <- ts.Srv.Shutdown(context.Background()) }()
 	idle.expectClosed("idle keep-conn connection during Shutdown")
 	select {
 	case err := <-shut:
 		t.Fatalf("Shutdown returned %v with a request in flight", err)
 	case <-time.After(50 * time.Millisecond):
 	}
-	if _, err := net.Dial("tcp", ts.addr); err == nil {
+	if _, err := net.Dial("tcp", ts.Addr); err == nil {
 		t.Error("listener still accepting during Shutdown")
 	}
-	close(ts.h.Release)
+	close(ts.H.Release)
 	if r := cl.result(1); r.body != "slow done" {
 		t.Errorf("in-flight response: %+v", r)
 	}
@@ -732,21 +684,21 @@ func TestShutdownLetsARequestFinish(t *testing.T) {
 	if err := <-shut; err != nil {
 		t.Errorf("Shutdown: %v", err)
 	}
-	if err := <-ts.served; err != nil {
+	if err := <-ts.Served; err != nil {
 		t.Errorf("Serve after Shutdown: %v", err)
 	}
-	ts.served <- nil // for the cleanup
+	ts.Served <- nil // for the cleanup
 }
 
 func TestShutdownDeadline(t *testing.T) {
 	ts := newTestServer(t, edge.Config{})
-	cl := dial(t, ts.addr)
+	cl := dial(t, ts.Addr)
 	cl.request(1, 0, nginxVars("GET", "/slow"), nil)
-	<-ts.h.Entered
+	<-ts.H.Entered
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if err := ts.srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+	if err := ts.Srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Shutdown with a stuck request: %v, want the context's error", err)
 	}
-	close(ts.h.Release)
+	close(ts.H.Release)
 }

@@ -8,8 +8,6 @@ import (
 
 	"taipan/internal/cgivars"
 	"taipan/internal/cgivars/cgivarstest"
-	"taipan/internal/edge"
-	"taipan/internal/logging"
 )
 
 // splitRecords cuts b into the complete records it starts with, as the
@@ -144,9 +142,7 @@ func summary(out []byte) string {
 // sent. Padding changes nothing: the same records sent without it are
 // served and answered alike.
 func FuzzRecords(f *testing.F) {
-	fs := cgivarstest.StartFuzzServer(f, func(cfg edge.Config, h edge.Handler, log *logging.Logger) cgivarstest.Server {
-		return NewServer(cfg, h, log)
-	})
+	fs := cgivarstest.StartFuzzServer(f, newServer)
 	// Small seeds: the fuzzer minimizes every input that finds new
 	// coverage, and a long one costs it seconds.
 	vars := func(method string, extra ...[2]string) [][2]string {

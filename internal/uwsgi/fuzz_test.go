@@ -10,8 +10,6 @@ import (
 	"testing"
 
 	"taipan/internal/cgivars/cgivarstest"
-	"taipan/internal/edge"
-	"taipan/internal/logging"
 )
 
 // refPacket is a uwsgi request packet as this test reads it, from the
@@ -100,9 +98,7 @@ func plainDecimal(s string) (int64, bool) {
 // answers or closes promptly; and no length in the packet makes it
 // allocate more than a few times what was sent.
 func FuzzPacket(f *testing.F) {
-	fs := cgivarstest.StartFuzzServer(f, func(cfg edge.Config, h edge.Handler, log *logging.Logger) cgivarstest.Server {
-		return NewServer(cfg, h, log)
-	})
+	fs := cgivarstest.StartFuzzServer(f, newServer)
 	f.Add(packet(nginxVars("GET", "/echo?x=1"), nil))
 	f.Add(packet(nginxVars("POST", "/echo", [2]string{"CONTENT_LENGTH", "5"}), []byte("hello")))
 	f.Add(packet(nginxVars("POST", "/echo", [2]string{"CONTENT_LENGTH", "99999999999"}), []byte("short")))

@@ -16,7 +16,6 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,56 +25,15 @@ import (
 	"taipan/internal/logging"
 )
 
-// testServer runs a Server with the cgivarstest Handler on a loopback port.
-type testServer struct {
-	srv    *Server
-	h      *cgivarstest.Handler
-	addr   string
-	served chan error
-
-	mu     sync.Mutex
-	log    bytes.Buffer
-	access []edge.AccessRecord
-}
-
-func newTestServer(t *testing.T, cfg edge.Config) *testServer {
+// newTestServer runs a Server with the cgivarstest Handler on a loopback
+// port.
+func newTestServer(t *testing.T, cfg edge.Config) *cgivarstest.TestServer {
 	t.Helper()
-	ts := &testServer{h: cgivarstest.New(t, "0123456789abcdef"), served: make(chan error, 1)}
-	cfg.AccessLog = func(r *edge.AccessRecord) {
-		ts.mu.Lock()
-		ts.access = append(ts.access, *r)
-		ts.mu.Unlock()
-	}
-	ts.srv = NewServer(cfg, ts.h, logging.New(lockedWriter{ts}, logging.Debug))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.addr = ln.Addr().String()
-	go func() { ts.served <- ts.srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		ts.srv.Shutdown(ctx)
-		if err := <-ts.served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return ts
+	return cgivarstest.StartTestServer(t, cfg, newServer)
 }
 
-type lockedWriter struct{ ts *testServer }
-
-func (w lockedWriter) Write(p []byte) (int, error) {
-	w.ts.mu.Lock()
-	defer w.ts.mu.Unlock()
-	return w.ts.log.Write(p)
-}
-
-func (ts *testServer) errorLog() string {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	return ts.log.String()
+func newServer(cfg edge.Config, h edge.Handler, log *logging.Logger) cgivarstest.Server {
+	return NewServer(cfg, h, log)
 }
 
 // packet encodes a uwsgi request: header, vars, body.
@@ -181,7 +139,7 @@ func header(e cgivarstest.Echo, name string) []string {
 
 func TestVarsBecomeTheRequest(t *testing.T) {
 	ts := newTestServer(t, edge.Config{})
-	resp, body := do(t, ts.addr, "GET", packet(nginxVars("GET", "/echo?a=1&b=%20", [2]string{"HTTP_X_FORWARDED_FOR", "198.51.100.1"},
+	resp, body := do(t, ts.Addr, "GET", packet(nginxVars("GET", "/echo?a=1&b=%20", [2]string{"HTTP_X_FORWARDED_FOR", "198.51.100.1"},
 		[2]string{"HTTP_USER_AGENT", "test-agent"}, [2]string{"HTTP_ACCEPT", "a"}, [2]string{"HTTP_ACCEPT", "b"},
 		[2]string{"HTTPS", "on"}), nil))
 	if resp.StatusCode != 200 {
@@ -212,12 +170,11 @@ func TestVarsBecomeTheRequest(t *testing.T) {
 		t.Errorf("Date %q, Server %q: want both added", resp.Header.Get("Date"), resp.Header.Get("Server"))
 	}
 
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	if len(ts.access) != 1 {
-		t.Fatalf("%d access records, want 1", len(ts.access))
+	access := ts.Access()
+	if len(access) != 1 {
+		t.Fatalf("%d access records, want 1", len(access))
 	}
-	if r := ts.access[0]; r.RemoteAddr != "203.0.113.7" || r.RequestLine != "GET /echo?a=1&b=%20 HTTP/1.1" || r.Status != 200 || r.UserAgent != "test-agent" || r.BodyBytes != int64(len(body)) {
+	if r := access[0]; r.RemoteAddr != "203.0.113.7" || r.RequestLine != "GET /echo?a=1&b=%20 HTTP/1.1" || r.Status != 200 || r.UserAgent != "test-agent" || r.BodyBytes != int64(len(body)) {
 		t.Errorf("access record %+v", r)
 	}
 }
@@ -227,7 +184,7 @@ func TestCGIFallbacks(t *testing.T) {
 	// (decoded, so escaped again) and QUERY_STRING. No REMOTE_ADDR or
 	// SERVER_NAME: the socket's addresses.
 	ts := newTestServer(t, edge.Config{})
-	_, body := do(t, ts.addr, "GET", packet([][2]string{
+	_, body := do(t, ts.Addr, "GET", packet([][2]string{
 		{"REQUEST_METHOD", "GET"}, {"SCRIPT_NAME", ""}, {"PATH_INFO", "/echo"}, {"QUERY_STRING", "q=1"}, {"SERVER_PROTOCOL", "HTTP/1.0"},
 	}, nil))
 	e := echo(t, body)
@@ -248,7 +205,7 @@ func TestBodies(t *testing.T) {
 	ts := newTestServer(t, edge.Config{BodyMemoryLimit: 1000, TempDir: t.TempDir()})
 	for _, n := range []int{5, 1000, 1001, 300000} {
 		b := bytes.Repeat([]byte("0123456789abcdefg"), n/17+1)[:n]
-		_, body := do(t, ts.addr, "POST", packet(nginxVars("POST", "/echo", [2]string{"CONTENT_LENGTH", strconv.Itoa(n)}, [2]string{"CONTENT_TYPE", "application/x-test"}), b))
+		_, body := do(t, ts.Addr, "POST", packet(nginxVars("POST", "/echo", [2]string{"CONTENT_LENGTH", strconv.Itoa(n)}, [2]string{"CONTENT_TYPE", "application/x-test"}), b))
 		e := echo(t, body)
 		if e.BodyLen != int64(n) || e.BodySHA256 != sha(b) {
 			t.Errorf("body of %d: got %d bytes, sha %s", n, e.BodyLen, e.BodySHA256)
@@ -263,7 +220,7 @@ func TestBodies(t *testing.T) {
 			t.Errorf("Content-Type %q", got)
 		}
 	}
-	if p := ts.h.SpillPath(); p == "" {
+	if p := ts.H.SpillPath(); p == "" {
 		t.Error("no body spilled")
 	} else if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("spill file %s still there after the request: %v", p, err)
@@ -273,7 +230,7 @@ func TestBodies(t *testing.T) {
 func TestResponses(t *testing.T) {
 	ts := newTestServer(t, edge.Config{})
 	get := func(path string) (*http.Response, string) {
-		return do(t, ts.addr, "GET", packet(nginxVars("GET", path), nil))
+		return do(t, ts.Addr, "GET", packet(nginxVars("GET", path), nil))
 	}
 
 	resp, body := get("/stream")
@@ -302,8 +259,8 @@ func TestResponses(t *testing.T) {
 		t.Errorf("no WriteHead: %d %q", resp.StatusCode, body)
 	}
 	resp, _ = get("/panic")
-	if resp.StatusCode != 500 || !strings.Contains(ts.errorLog(), "boom") {
-		t.Errorf("panic: %d; log %s", resp.StatusCode, ts.errorLog())
+	if resp.StatusCode != 500 || !strings.Contains(ts.ErrorLog(), "boom") {
+		t.Errorf("panic: %d; log %s", resp.StatusCode, ts.ErrorLog())
 	}
 	_, body = get("/upgrade")
 	if body != "upgrade error: yes" {
@@ -317,7 +274,7 @@ func TestResponses(t *testing.T) {
 
 func TestHead(t *testing.T) {
 	ts := newTestServer(t, edge.Config{})
-	out, err := roundTrip(t, ts.addr, packet(nginxVars("HEAD", "/echo"), nil))
+	out, err := roundTrip(t, ts.Addr, packet(nginxVars("HEAD", "/echo"), nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +282,7 @@ func TestHead(t *testing.T) {
 	if !bytes.HasPrefix(head, []byte("HTTP/1.1 200 OK\r\n")) || !bytes.Contains(head, []byte("\r\nContent-Length: ")) || len(rest) != 0 {
 		t.Errorf("HEAD: got %q, want a head with the GET's Content-Length and no body", out)
 	}
-	out, _ = roundTrip(t, ts.addr, packet(nginxVars("HEAD", "/stream"), nil))
+	out, _ = roundTrip(t, ts.Addr, packet(nginxVars("HEAD", "/stream"), nil))
 	if _, rest, _ := bytes.Cut(out, []byte("\r\n\r\n")); len(rest) != 0 || bytes.Contains(out, []byte("Content-Length")) {
 		t.Errorf("HEAD of a stream: %q", out)
 	}
@@ -336,7 +293,7 @@ func TestBrokenResponsesReset(t *testing.T) {
 	// Content-Length the body ends at the close, so the close is a reset.
 	ts := newTestServer(t, edge.Config{})
 	for _, path := range []string{"/abort", "/clshort"} {
-		out, err := roundTrip(t, ts.addr, packet(nginxVars("GET", path), nil))
+		out, err := roundTrip(t, ts.Addr, packet(nginxVars("GET", path), nil))
 		if !errors.Is(err, syscall.ECONNRESET) {
 			t.Errorf("%s: read ended with %v after %q, want a connection reset", path, err, out)
 		}
@@ -359,7 +316,7 @@ func TestRefusals(t *testing.T) {
 		{"space in the target", packet(nginxVars("GET", "/e cho"), nil), 400},
 	}
 	for _, c := range cases {
-		resp, body := do(t, ts.addr, "GET", c.raw)
+		resp, body := do(t, ts.Addr, "GET", c.raw)
 		if resp.StatusCode != c.code {
 			t.Errorf("%s: status %d (%q), want %d", c.name, resp.StatusCode, body, c.code)
 		}
@@ -378,19 +335,19 @@ func TestMalformedPacketsClose(t *testing.T) {
 		"plain HTTP":         []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
 		"short header":       {0, 1},
 	} {
-		out, err := roundTrip(t, ts.addr, raw)
+		out, err := roundTrip(t, ts.Addr, raw)
 		if err != nil || len(out) != 0 {
 			t.Errorf("%s: got %q, %v; want the connection closed unanswered", name, out, err)
 		}
 	}
-	if !strings.Contains(ts.errorLog(), "modifier1 5 is not WSGI") {
-		t.Errorf("protocol error not logged:\n%s", ts.errorLog())
+	if !strings.Contains(ts.ErrorLog(), "modifier1 5 is not WSGI") {
+		t.Errorf("protocol error not logged:\n%s", ts.ErrorLog())
 	}
 }
 
 func TestHeaderTimeout(t *testing.T) {
 	ts := newTestServer(t, edge.Config{ReadHeaderTimeout: 200 * time.Millisecond})
-	c := dial(t, ts.addr)
+	c := dial(t, ts.Addr)
 	c.Write(packet(nginxVars("GET", "/echo"), nil)[:10])
 	out, _ := io.ReadAll(c)
 	if !bytes.HasPrefix(out, []byte("HTTP/1.1 408 ")) {
@@ -400,12 +357,12 @@ func TestHeaderTimeout(t *testing.T) {
 
 func TestClientGone(t *testing.T) {
 	ts := newTestServer(t, edge.Config{})
-	c := dial(t, ts.addr)
+	c := dial(t, ts.Addr)
 	c.Write(packet(nginxVars("GET", "/watch"), nil))
-	<-ts.h.Entered
+	<-ts.H.Entered
 	c.Close()
 	select {
-	case gone := <-ts.h.Gone:
+	case gone := <-ts.H.Gone:
 		if !gone {
 			t.Error("ClientGone did not fire when the peer closed")
 		}
@@ -421,20 +378,20 @@ func TestShutdownLetsARequestFinish(t *testing.T) {
 		err error
 	}
 	res := make(chan result, 1)
-	c := dial(t, ts.addr)
+	c := dial(t, ts.Addr)
 	c.Write(packet(nginxVars("GET", "/slow"), nil))
 	go func() {
 		out, err := io.ReadAll(c)
 		res <- result{out, err}
 	}()
-	<-ts.h.Entered
+	<-ts.H.Entered
 
 	shut := make(chan error, 1)
-	go func() { shut <- ts.srv.Shutdown(context.Background()) }()
+	go func() { shut <- ts.Srv.Shutdown(context.Background()) }()
 	// New connections are refused once the listener is closed.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if c2, err := net.Dial("tcp", ts.addr); err != nil {
+		if c2, err := net.Dial("tcp", ts.Addr); err != nil {
 			break
 		} else {
 			c2.Close()
@@ -449,7 +406,7 @@ func TestShutdownLetsARequestFinish(t *testing.T) {
 		t.Fatalf("Shutdown returned %v with a request in flight", err)
 	case <-time.After(100 * time.Millisecond):
 	}
-	close(ts.h.Release)
+	close(ts.H.Release)
 	r := <-res
 	if r.err != nil || !bytes.HasSuffix(r.out, []byte("\r\n\r\nslow done")) {
 		t.Errorf("in-flight response: %q, %v", r.out, r.err)
@@ -457,26 +414,26 @@ func TestShutdownLetsARequestFinish(t *testing.T) {
 	if err := <-shut; err != nil {
 		t.Errorf("Shutdown: %v", err)
 	}
-	if err := <-ts.served; err != nil {
+	if err := <-ts.Served; err != nil {
 		t.Errorf("Serve after Shutdown: %v", err)
 	}
-	ts.served <- nil // for the cleanup
+	ts.Served <- nil // for the cleanup
 }
 
 func TestShutdownDeadline(t *testing.T) {
 	ts := newTestServer(t, edge.Config{})
-	c := dial(t, ts.addr)
+	c := dial(t, ts.Addr)
 	c.Write(packet(nginxVars("GET", "/slow"), nil))
-	<-ts.h.Entered
+	<-ts.H.Entered
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if err := ts.srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+	if err := ts.Srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Shutdown with a stuck request: %v, want the context's error", err)
 	}
 	if _, err := io.ReadAll(c); err != nil && !errors.Is(err, syscall.ECONNRESET) {
 		t.Errorf("connection after a forced Shutdown: %v", err)
 	}
-	close(ts.h.Release)
+	close(ts.H.Release)
 }
 
 func TestUnixSocket(t *testing.T) {

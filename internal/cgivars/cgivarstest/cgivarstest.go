@@ -4,10 +4,13 @@
 package cgivarstest
 
 import (
+	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"net"
 	"os"
 	"strconv"
 	"sync"
@@ -15,6 +18,7 @@ import (
 	"time"
 
 	"taipan/internal/edge"
+	"taipan/internal/logging"
 )
 
 // Echo is what /echo reports about the request it got.
@@ -165,4 +169,70 @@ func (h *Handler) Serve(w edge.ResponseWriter, r *edge.Request) {
 	default:
 		w.WriteHead(text(404, "404 Not Found"), []byte("not found: "+r.Path), true)
 	}
+}
+
+// TestServer is a uwsgi or FastCGI Server running the test Handler on a
+// loopback port, with its error log and access records kept for the
+// test's assertions. Make it with StartTestServer.
+type TestServer struct {
+	Srv  Server
+	H    *Handler
+	Addr string
+	// Served receives what Serve returned; the cleanup waits on it, so a
+	// test that takes it puts a value back.
+	Served chan error
+
+	mu     sync.Mutex
+	log    bytes.Buffer
+	access []edge.AccessRecord
+}
+
+// StartTestServer starts the Server newServer returns with cfg and the
+// test Handler, and shuts it down when the test ends.
+func StartTestServer(t *testing.T, cfg edge.Config, newServer func(edge.Config, edge.Handler, *logging.Logger) Server) *TestServer {
+	t.Helper()
+	ts := &TestServer{H: New(t, "0123456789abcdef"), Served: make(chan error, 1)}
+	cfg.AccessLog = func(r *edge.AccessRecord) {
+		ts.mu.Lock()
+		ts.access = append(ts.access, *r)
+		ts.mu.Unlock()
+	}
+	ts.Srv = newServer(cfg, ts.H, logging.New(testLogWriter{ts}, logging.Debug))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.Addr = ln.Addr().String()
+	go func() { ts.Served <- ts.Srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		ts.Srv.Shutdown(ctx)
+		if err := <-ts.Served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return ts
+}
+
+type testLogWriter struct{ ts *TestServer }
+
+func (w testLogWriter) Write(p []byte) (int, error) {
+	w.ts.mu.Lock()
+	defer w.ts.mu.Unlock()
+	return w.ts.log.Write(p)
+}
+
+// ErrorLog is what the Server has logged so far.
+func (ts *TestServer) ErrorLog() string {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return ts.log.String()
+}
+
+// Access returns the access records so far.
+func (ts *TestServer) Access() []edge.AccessRecord {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return append([]edge.AccessRecord(nil), ts.access...)
 }
