@@ -150,23 +150,36 @@ def fmt(v, spec):
     return "—" if v is None else format(v, spec)
 
 
+def read_snapshots(base):
+    """The process snapshots taken before and after a measured run
+    (BASE/before.json, BASE/after.json): pid -> role, ticks, hwm_kb."""
+    with open(os.path.join(base, "before.json"), encoding="utf-8") as f:
+        before = json.load(f)
+    with open(os.path.join(base, "after.json"), encoding="utf-8") as f:
+        after = json.load(f)
+    return before, after
+
+
+def role_ticks(before, after, roles=("go", "python", "server")):
+    """CPU ticks each role of a server's processes used between the two
+    snapshots, and notes on processes that exited meanwhile (their CPU is
+    lost). A process born during the run (a respawned worker) counts in
+    full."""
+    ticks = dict.fromkeys(roles, 0)
+    for pid, p in after.items():
+        ticks[p["role"]] += p["ticks"] - before.get(pid, {}).get("ticks", 0)
+    gone = sorted(set(before) - set(after))
+    notes = [f"processes {', '.join(gone)} exited during the run; their CPU is not counted"] if gone else []
+    return ticks, notes
+
+
 def load_server(d, name, rnd, clk_tck):
     """One server's measured run in round rnd (DIR/SERVER/r<rnd>/)."""
     base = os.path.join(d, name, f"r{rnd}")
     with open(os.path.join(base, "wrk.txt"), encoding="utf-8") as f:
         wrk = parse_wrk(f.read())
-    with open(os.path.join(base, "before.json"), encoding="utf-8") as f:
-        before = json.load(f)
-    with open(os.path.join(base, "after.json"), encoding="utf-8") as f:
-        after = json.load(f)
-    ticks = {"go": 0, "python": 0, "server": 0}
-    notes = []
-    for pid, p in after.items():
-        # A process born during the run (a respawned worker) counts in full.
-        ticks[p["role"]] += p["ticks"] - before.get(pid, {}).get("ticks", 0)
-    gone = sorted(set(before) - set(after))
-    if gone:
-        notes.append(f"processes {', '.join(gone)} exited during the run; their CPU is not counted")
+    before, after = read_snapshots(base)
+    ticks, notes = role_ticks(before, after)
     n = wrk["requests"]
     us = None
     if n:

@@ -14,13 +14,12 @@ says that phase starts and ends).
 """
 
 import collections
-import json
 import os
 import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchtool import fmt, fmt_ms, median, rounds_of, to_ms  # noqa: E402
+from benchtool import fmt, fmt_ms, median, read_snapshots, role_ticks, rounds_of, to_ms  # noqa: E402
 
 PEER = "hypercorn-h2"
 # The application protocol h2load must have negotiated with each server.
@@ -70,18 +69,8 @@ def load_run(d, name, rnd, clk_tck):
     base = os.path.join(d, name, f"r{rnd}")
     with open(os.path.join(base, "h2load.txt"), encoding="utf-8", errors="replace") as f:
         h2 = parse_h2load(f.read())
-    with open(os.path.join(base, "before.json"), encoding="utf-8") as f:
-        before = json.load(f)
-    with open(os.path.join(base, "after.json"), encoding="utf-8") as f:
-        after = json.load(f)
-    ticks = {"go": 0, "python": 0, "server": 0}
-    notes = []
-    for pid, p in after.items():
-        # A process born during the run (a respawned worker) counts in full.
-        ticks[p["role"]] += p["ticks"] - before.get(pid, {}).get("ticks", 0)
-    gone = sorted(set(before) - set(after))
-    if gone:
-        notes.append(f"processes {', '.join(gone)} exited during the run; their CPU is not counted")
+    before, after = read_snapshots(base)
+    ticks, notes = role_ticks(before, after)
     n = h2["done"]
     us = {k: v / clk_tck * 1e6 / n for k, v in ticks.items()} if n else None
     stop_s, killed = None, ""

@@ -164,9 +164,7 @@ def load_run(d, key, clk):
         run["base"] = {"rps": statistics.median(bases) if bases else None}
         run["kept"] = statistics.median(ratios) if ratios else None
         run["kept_pairs"] = ratios
-    ticks = {"go": 0, "python": 0, "server": 0, "aux": 0}
-    for pid, p in after.items():
-        ticks[p["role"]] += p["ticks"] - before.get(pid, {}).get("ticks", 0)
+    ticks, _ = benchtool.role_ticks(before, after, ("go", "python", "server", "aux"))
     run["us"] = ({k: v / clk * 1e6 / requests for k, v in ticks.items()}
                  if requests and before else None)
     return run
