@@ -231,10 +231,12 @@ func (c *conn) serve() {
 
 	wait := cfg.ReadHeaderTimeout // for the first request of the connection
 	for first := true; ; first = false {
-		if c.br.Buffered() == 0 {
+		if c.buffered() == 0 {
 			// Nothing pipelined: send what is pending, then wait idle.
-			if err := c.bw.Flush(); err != nil {
-				return
+			if c.bw != nil {
+				if err := c.bw.Flush(); err != nil {
+					return
+				}
 			}
 			if !s.setState(c, stateIdle) {
 				return
@@ -316,6 +318,13 @@ func (c *conn) runHandler(start time.Time) bool {
 	s := c.srv
 	w := &c.resp
 	w.reset()
+	if c.br.Buffered() == 0 && c.bw.Buffered() == 0 {
+		// The request is read whole and nothing follows it yet. While the
+		// Handler waits for a worker, which under load can take a while
+		// for thousands of connections at once, the connection does not
+		// need its buffers; the response takes them back when it starts.
+		c.releaseBuffers()
+	}
 	func() {
 		defer func() {
 			if p := recover(); p != nil {
@@ -439,15 +448,14 @@ func (c *conn) logAccess(start time.Time, status int, bodyBytes int64) {
 // a read would have, the netpoller says when it becomes readable, and the
 // buffered reader then reads as it would have.
 func (c *conn) awaitInput() bool {
-	if c.raw != nil && !c.hasPeek && c.br.Buffered() == 0 {
+	if c.raw != nil && !c.hasPeek && c.buffered() == 0 {
 		c.releaseBuffers()
 		c.waited = false
-		err := c.raw.Read(c.waitFn)
-		c.acquireBuffers()
-		if err != nil {
+		if err := c.raw.Read(c.waitFn); err != nil {
 			return false
 		}
 	}
+	c.acquireBuffers()
 	_, err := c.br.Peek(1)
 	return err == nil
 }
@@ -469,7 +477,17 @@ func (c *conn) waitReadable(fd uintptr) bool {
 	return errno != unix.EAGAIN
 }
 
-// acquireBuffers takes a read and a write buffer from the pools.
+// buffered reports how many request bytes the read buffer holds; none
+// when the connection has given its buffers back.
+func (c *conn) buffered() int {
+	if c.br == nil {
+		return 0
+	}
+	return c.br.Buffered()
+}
+
+// acquireBuffers takes a read and a write buffer from the pools, unless the
+// connection holds them. The two are held and given back together.
 func (c *conn) acquireBuffers() {
 	if c.br == nil {
 		c.br = c.srv.getReader(&c.cr)

@@ -953,3 +953,46 @@ func TestRemoveStaleSpills(t *testing.T) {
 		t.Errorf("spill file %s, want a name starting %s", path, want)
 	}
 }
+
+// TestBuffersGivenBackWhileServing checks that a connection whose request is
+// read whole gives its read and write buffers back while the Handler runs
+// (it may wait long for a worker), and that one with a pipelined request
+// behind it keeps them, since they hold that request.
+func TestBuffersGivenBackWhileServing(t *testing.T) {
+	held := make(chan bool, 4)
+	srv := NewServer(Config{}, HandlerFunc(func(w ResponseWriter, r *Request) {
+		c := w.(*response).c
+		held <- c.br != nil || c.bw != nil
+		w.WriteHead(text(200, "200 OK"), []byte(r.Path), true)
+	}), logging.New(io.Discard, logging.Error))
+	ln, err := srv.Listen("127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+
+	c := dial(t, ln.Addr().String())
+	br := bufio.NewReader(c)
+	io.WriteString(c, "GET /alone HTTP/1.1\r\nHost: h\r\n\r\n")
+	if _, body := readResp(t, br, "GET"); body != "/alone" {
+		t.Fatalf("body %q", body)
+	}
+	if <-held {
+		t.Error("a lone request: the connection held its buffers while the Handler ran")
+	}
+	io.WriteString(c, "GET /first HTTP/1.1\r\nHost: h\r\n\r\nGET /second HTTP/1.1\r\nHost: h\r\n\r\n")
+	for _, want := range []string{"/first", "/second"} {
+		if _, body := readResp(t, br, "GET"); body != want {
+			t.Fatalf("body %q, want %q", body, want)
+		}
+	}
+	if !<-held {
+		t.Error("a request with another pipelined behind it: the buffers were given back")
+	}
+	<-held
+}

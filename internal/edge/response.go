@@ -50,7 +50,7 @@ func (w *response) ClientGone() <-chan struct{} {
 	}
 	c := w.c
 	w.watch = &clientWatch{gone: make(chan struct{}), done: make(chan struct{})}
-	if c.br.Buffered() > 0 || c.hasPeek {
+	if c.buffered() > 0 || c.hasPeek {
 		// The client already sent more (a pipelined request): it is
 		// there, and its bytes must stay where they are.
 		close(w.watch.done)
@@ -159,6 +159,7 @@ func (w *response) WriteHead(head *ResponseHead, body []byte, complete bool) err
 	}
 	w.headWritten = true
 	c := w.c
+	c.acquireBuffers() // given back while the Handler waited (runHandler)
 	r := &c.req
 	code := head.Code
 	w.code = code
@@ -274,6 +275,7 @@ func (w *response) Upgrade(head *ResponseHead) (*Upgraded, error) {
 	w.upgraded = true
 	w.closeAfter = true
 	c := w.c
+	c.acquireBuffers()
 	b := append(c.wbuf[:0], "HTTP/1.1 "...)
 	if head.Status != "" {
 		b = append(b, head.Status...)
