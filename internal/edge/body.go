@@ -211,8 +211,14 @@ func (c *conn) readBody() error {
 	if st.chunked {
 		err = c.readChunked(&sink)
 	} else {
-		if st.contentLength <= sink.memLimit {
-			sink.mem = make([]byte, 0, min(st.contentLength, bodyReadStep))
+		switch {
+		case st.contentLength <= min(sink.memLimit, bodyReadStep):
+			// Small enough for one pooled buffer: no allocation to zero
+			// and collect for each upload.
+			c.body.pooled = c.srv.getBody()
+			sink.mem = (*c.body.pooled)[:0]
+		case st.contentLength <= sink.memLimit:
+			sink.mem = make([]byte, 0, bodyReadStep)
 		}
 		err = sink.readFrom(c.br, st.contentLength)
 	}
@@ -220,8 +226,21 @@ func (c *conn) readBody() error {
 		sink.discard()
 		return err
 	}
-	c.body = Body{mem: sink.mem, file: sink.file, size: sink.size}
+	c.body = Body{mem: sink.mem, file: sink.file, size: sink.size, pooled: c.body.pooled}
 	return nil
+}
+
+// releaseBody removes the body's spill file and gives its pooled buffer
+// back. It runs once the Handler has returned: the Handler contract is
+// that nothing reads the Request, its Body included, after that. (The
+// bridge returns only when its worker has answered, so has read the whole
+// request, or when the request never reached one.)
+func (c *conn) releaseBody() {
+	c.body.release()
+	if c.body.pooled != nil {
+		c.srv.bodies.Put(c.body.pooled)
+		c.body.pooled, c.body.mem = nil, nil
+	}
 }
 
 // readChunked decodes a chunked body (RFC 9112 section 7.1) into sink.

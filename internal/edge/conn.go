@@ -299,12 +299,12 @@ func (c *conn) serveOne(start time.Time) bool {
 	if c.srv.cfg.H2C && c.scheme == "http" {
 		if settings, ok := h2cUpgrade(&c.req); ok {
 			c.upgradeToH2C(settings)
-			c.body.release()
+			c.releaseBody()
 			return false
 		}
 	}
 	keep := c.runHandler(start)
-	c.body.release()
+	c.releaseBody()
 	if !keep && !c.resp.upgraded {
 		// An upgraded connection's protocol has ended it; lingering is
 		// for unread HTTP request bytes.
@@ -517,7 +517,7 @@ func (c *conn) close() {
 		}
 	}
 	c.rwc.Close()
-	c.body.release()
+	c.releaseBody()
 	c.releaseBuffers()
 	s.forget(c)
 }

@@ -46,9 +46,10 @@ type Request struct {
 // Body is a buffered request body: in memory up to a threshold, in an
 // unlinked-on-release temporary file above it.
 type Body struct {
-	mem  []byte
-	file *os.File // non-nil when spilled to disk
-	size int64
+	mem    []byte
+	file   *os.File // non-nil when spilled to disk
+	size   int64
+	pooled *[]byte // mem's buffer, from the Server's pool (HTTP/1 bodies)
 }
 
 // NewMemoryBody returns a Body that holds b in memory.
@@ -160,9 +161,10 @@ type Upgraded struct {
 // Handler serves one request. When Serve returns, the response is finished
 // (a chunked body is terminated, buffers are flushed) and the request body is
 // released. A Handler that never calls WriteHead gets a 500. The Request,
-// its Header slice and the ResponseWriter are reused for the connection's
-// next request, so a Handler must not keep them after Serve returns (the
-// strings they hold may be kept).
+// its Header slice, the bytes of its Body and the ResponseWriter are reused
+// (the body's for another connection's request), so a Handler must not keep
+// them, nor leave anything reading them, after Serve returns (the strings
+// they hold may be kept).
 type Handler interface {
 	Serve(w ResponseWriter, r *Request)
 }

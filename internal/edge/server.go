@@ -35,6 +35,7 @@ type Server struct {
 
 	readers sync.Pool // *bufio.Reader
 	writers sync.Pool // *bufio.Writer
+	bodies  sync.Pool // *[]byte of capacity bodyReadStep: request bodies
 	date    dateCache
 
 	shutting   atomic.Bool
@@ -348,6 +349,15 @@ func (s *Server) getReader(r *connReader) *bufio.Reader {
 func (s *Server) putReader(br *bufio.Reader) {
 	br.Reset(nil)
 	s.readers.Put(br)
+}
+
+// getBody returns an empty request body buffer of capacity bodyReadStep.
+func (s *Server) getBody() *[]byte {
+	if b, ok := s.bodies.Get().(*[]byte); ok {
+		return b
+	}
+	b := make([]byte, 0, bodyReadStep)
+	return &b
 }
 
 func (s *Server) getWriter(w *connWriter) *bufio.Writer {
