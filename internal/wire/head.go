@@ -158,11 +158,37 @@ func (d *decoder) str() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if v, ok := commonHeadStrings[string(s)]; ok {
+		// No allocation for what nearly every response says. The common
+		// strings are ASCII, the same in UTF-8 (a str) and on the wire.
+		return v, nil
+	}
 	if code == mUnicode || code == mInterned {
 		return latin1(string(s))
 	}
 	return string(s), nil
 }
+
+// commonHeadStrings holds status lines, header names and values that most
+// responses repeat, so that decoding them costs a lookup rather than an
+// allocation each. It is never written after initialisation.
+var commonHeadStrings = func() map[string]string {
+	m := make(map[string]string)
+	for _, v := range []string{
+		"200 OK", "201 Created", "204 No Content", "301 Moved Permanently", "302 Found",
+		"304 Not Modified", "400 Bad Request", "401 Unauthorized", "403 Forbidden",
+		"404 Not Found", "405 Method Not Allowed", "500 Internal Server Error",
+		"Content-Type", "Content-Length", "Cache-Control", "Location", "Set-Cookie",
+		"Vary", "ETag", "Last-Modified", "Server", "Date", "Connection",
+		"content-type", "content-length", "cache-control", "location", "set-cookie",
+		"vary", "etag", "last-modified", "server", "date", "connection",
+		"text/plain", "text/plain; charset=utf-8", "text/html", "text/html; charset=utf-8",
+		"application/json", "application/octet-stream", "Cookie", "no-cache",
+	} {
+		m[v] = v
+	}
+	return m
+}()
 
 // decodeHeadGeneric handles any encoding the general decoder understands.
 func decodeHeadGeneric(b []byte, h *ResponseHead) (string, error) {

@@ -15,7 +15,7 @@ import (
 )
 
 // python returns an interpreter to check encodings against real marshal.
-func python(t *testing.T) string {
+func python(t testing.TB) string {
 	t.Helper()
 	for _, p := range []string{os.Getenv("TAIPAN_TEST_PYTHON"), "/usr/bin/python3", "python3"} {
 		if p == "" {
@@ -30,7 +30,7 @@ func python(t *testing.T) string {
 }
 
 // runPython runs code with data on stdin and returns stdout.
-func runPython(t *testing.T, code string, stdin []byte) string {
+func runPython(t testing.TB, code string, stdin []byte) string {
 	t.Helper()
 	cmd := exec.Command(python(t), "-c", code)
 	cmd.Stdin = bytes.NewReader(stdin)
@@ -311,3 +311,22 @@ func FuzzDecodeHead(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkDecodeHeadHello decodes the HEAD a hello-world WSGI app's worker
+// sends (marshal version 2, as head_frame writes it).
+func BenchmarkDecodeHeadHello(b *testing.B) {
+	out := runPython(b, `
+import marshal, struct, sys
+h = marshal.dumps(("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")]), 2)
+sys.stdout.buffer.write(struct.pack("<I", len(h)) + h + b"Hello, World!")
+`, nil)
+	payload := []byte(out)
+	var h ResponseHead
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := DecodeHeadInto(payload, &h); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
