@@ -329,4 +329,3 @@ sys.stdout.buffer.write(struct.pack("<I", len(h)) + h + b"Hello, World!")
 		}
 	}
 }
-
