@@ -232,6 +232,9 @@ func (r *Reader) Next() (*Frame, error) {
 		return nil, err
 	}
 	total := HeaderSize + int(h.Length)
+	if r.end-r.start < total && h.Length > directPayload && h.Length <= pooledPayload {
+		return r.nextDirect(h)
+	}
 	for r.end-r.start < total {
 		if err := r.fill(total); err != nil {
 			return nil, err
@@ -255,6 +258,42 @@ func (r *Reader) Next() (*Frame, error) {
 		}
 		f.File = os.NewFile(uintptr(r.fds[0]), "worker-file")
 		r.fds = r.fds[1:]
+	}
+	return f, nil
+}
+
+// directPayload is the payload length above which a frame that has not
+// fully arrived is read straight into its pooled buffer (nextDirect).
+const directPayload = 8 << 10
+
+// nextDirect completes a frame whose header is buffered by reading the rest
+// of its payload from the socket straight into a pooled buffer: a large
+// body chunk is then copied once out of the kernel, not a second time out
+// of r.buf. It reads exactly the frame's bytes, and the buffer is never
+// larger than pooledPayload, whatever the header announced.
+func (r *Reader) nextDirect(h Header) (*Frame, error) {
+	f := &Frame{Header: h}
+	f.pooled, f.pool = r.bufs.Get().(*[]byte), &r.bufs
+	f.Payload = (*f.pooled)[:h.Length]
+	n := copy(f.Payload, r.buf[r.start+HeaderSize:r.end])
+	r.start, r.end = 0, 0
+	for n < len(f.Payload) {
+		m, oobn, _, _, err := r.conn.ReadMsgUnix(f.Payload[n:], r.oob)
+		m, oobn = max(m, 0), max(oobn, 0) // both are -1 when recvmsg fails
+		if oobn > 0 {
+			if perr := r.collectFDs(r.oob[:oobn]); perr != nil {
+				f.Release()
+				return nil, perr
+			}
+		}
+		n += m
+		if m == 0 {
+			f.Release()
+			if err == nil {
+				err = io.EOF // recvmsg(2) returning nothing is end of file
+			}
+			return nil, err
+		}
 	}
 	return f, nil
 }

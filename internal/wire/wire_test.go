@@ -264,6 +264,19 @@ func TestReaderFramesAndFDs(t *testing.T) {
 	stream = append(stream, "abc"...)
 	stream = AppendHeader(stream, Header{Length: uint32(len(big)), Kind: KindBody, Flags: FlagEnd, Stream: 7})
 	stream = append(stream, big...)
+	// Frames between 8 KiB and 64 KiB that have not fully arrived are read
+	// straight into their pooled buffers (nextDirect): exactly their own
+	// bytes, whatever is behind them.
+	var direct [][]byte
+	for i, n := range []int{8<<10 + 1, 64 << 10, 30000, 9000} {
+		p := make([]byte, n)
+		for j := range p {
+			p[j] = byte(i*31 + j%251)
+		}
+		direct = append(direct, p)
+		stream = AppendHeader(stream, Header{Length: uint32(n), Kind: KindBody, Stream: uint32(10 + i)})
+		stream = append(stream, p...)
+	}
 	go func() {
 		// Dribble the first frames in small pieces.
 		for i := 0; i < len(stream); i += 7000 {
@@ -283,6 +296,13 @@ func TestReaderFramesAndFDs(t *testing.T) {
 	f2, err := r.Next()
 	if err != nil || !bytes.Equal(f2.Payload, big) || f2.Flags != FlagEnd {
 		t.Fatalf("frame 2: len %d, %v", len(f2.Payload), err)
+	}
+	for i, want := range direct {
+		fd, err := r.Next()
+		if err != nil || !bytes.Equal(fd.Payload, want) || fd.Stream != uint32(10+i) {
+			t.Fatalf("direct frame %d: stream %d, %d bytes (want %d), %v", i, fd.Stream, len(fd.Payload), len(want), err)
+		}
+		fd.Release()
 	}
 	f3, err := r.Next()
 	if err != nil || f3.Kind != KindFile || f3.File == nil {
