@@ -960,23 +960,12 @@ func TestRemoveStaleSpills(t *testing.T) {
 // behind it keeps them, since they hold that request.
 func TestBuffersGivenBackWhileServing(t *testing.T) {
 	held := make(chan bool, 4)
-	srv := NewServer(Config{}, HandlerFunc(func(w ResponseWriter, r *Request) {
+	addr := startHandler(t, Config{}, HandlerFunc(func(w ResponseWriter, r *Request) {
 		c := w.(*response).c
 		held <- c.br != nil || c.bw != nil
 		w.WriteHead(text(200, "200 OK"), []byte(r.Path), true)
-	}), logging.New(io.Discard, logging.Error))
-	ln, err := srv.Listen("127.0.0.1:0", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
-
-	c := dial(t, ln.Addr().String())
+	}))
+	c := dial(t, addr)
 	br := bufio.NewReader(c)
 	io.WriteString(c, "GET /alone HTTP/1.1\r\nHost: h\r\n\r\n")
 	if _, body := readResp(t, br, "GET"); body != "/alone" {

@@ -73,7 +73,14 @@ func echoProto(w ResponseWriter, r *Request) {
 
 func startEdge(t *testing.T, cfg Config) string {
 	t.Helper()
-	srv := NewServer(cfg, HandlerFunc(echoProto), nil)
+	return startHandler(t, cfg, HandlerFunc(echoProto))
+}
+
+// startHandler serves h on a loopback port until the test ends and returns
+// the address.
+func startHandler(t *testing.T, cfg Config, h Handler) string {
+	t.Helper()
+	srv := NewServer(cfg, h, nil)
 	ln, err := srv.Listen("127.0.0.1:0", nil)
 	if err != nil {
 		t.Fatal(err)
