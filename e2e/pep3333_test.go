@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -264,6 +265,38 @@ func TestPEP3333RaiseAfterHead(t *testing.T) {
 	}
 	if !s.WaitLog("boom-after-head", 3*time.Second) {
 		t.Errorf("traceback not logged:\n%s", s.Stderr())
+	}
+}
+
+// TestPEP3333WholeFirstChunk: an iterable (not a list) whose first chunk is
+// the whole body its Content-Length announces travels as one complete
+// frame. Whatever the iterable does after that chunk, the client gets
+// exactly the announced body on a connection that stays usable, close()
+// runs, and an exception raised after the body is logged.
+func TestPEP3333WholeFirstChunk(t *testing.T) {
+	t.Parallel()
+	s := startTestApp(t, "-w", "1")
+	dir := t.TempDir()
+	c := dialRaw(t, s.Addr)
+	br := bufio.NewReader(c)
+	for _, then := range []string{"", "empty", "extra", "raise"} {
+		marker := filepath.Join(dir, "marker-"+then)
+		io.WriteString(c, "GET /whole-first-chunk?then="+then+"&marker="+url.QueryEscape(marker)+" HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("then=%q: %v", then, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || string(body) != "whole body" || resp.Close {
+			t.Errorf("then=%q: %d %q close=%v %v", then, resp.StatusCode, body, resp.Close, err)
+		}
+		if _, ok := waitMarker(marker, 3*time.Second); !ok {
+			t.Errorf("then=%q: close() not called", then)
+		}
+	}
+	if !s.WaitLog("boom-after-whole-body", 3*time.Second) {
+		t.Errorf("the exception after the body was not logged:\n%s", s.Stderr())
 	}
 }
 

@@ -142,6 +142,17 @@ def send_parts(sock: socket.socket, parts: List[bytes]) -> None:
         sent = 0
 
 
+def declared_length(headers: Headers) -> int:
+    """The Content-Length the app's headers declare, or -1."""
+    for name, value in headers:
+        if len(name) == 14 and name.lower() == "content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return -1
+    return -1
+
+
 class Cancelled(Exception):
     """The client went away while the response was being produced."""
 
@@ -172,14 +183,15 @@ class FileWrapper:
 class Response:
     """State of one response: what start_response recorded and what was sent."""
 
-    __slots__ = ("worker", "stream", "status", "headers", "sent")
+    __slots__ = ("worker", "stream", "status", "headers", "sent", "ended")
 
     def __init__(self, worker: Worker, stream: int) -> None:
         self.worker = worker
         self.stream = stream
         self.status: Optional[str] = None
         self.headers: Headers = []
-        self.sent = False
+        self.sent = False  # the head has been queued or sent
+        self.ended = False  # so has the end of the body
 
     def start_response(self, status: str, headers: Headers, exc_info: Any = None) -> Callable[[bytes], None]:
         """The start_response callable of PEP 3333."""
@@ -353,10 +365,21 @@ class Worker:
         for chunk in result:
             if type(chunk) is not bytes:
                 raise TypeError("the app must yield bytes, not %s" % type(chunk).__name__)
-            if chunk:
-                self.stream_chunk(response, chunk)
+            if not chunk or response.ended:
+                continue  # after a complete body: bytes Go would not send
+            if not response.sent and response.status is not None and declared_length(response.headers) == len(chunk):
+                # The first chunk is the whole body the headers announce
+                # (Flask, Django): one complete frame, sent after close()
+                # like a list's, not a chunk and an end frame each in its
+                # own write.
+                self.out.append(head_frame(response.stream, response.status, response.headers, chunk, True))
+                response.sent = response.ended = True
+                continue
+            self.stream_chunk(response, chunk)
         if response.status is None:
             raise AssertionError("the app returned without calling start_response()")
+        if response.ended:
+            return
         if response.sent:
             self.out.append(frame(BODY, response.stream, b"", FLAG_END))
         else:
@@ -418,7 +441,9 @@ class Worker:
         """Reports an exception raised by the app: 500, or abort mid-body."""
         tb = traceback.format_exc()
         self.log(LOG_ERROR, "Error handling request %s\n%s" % (request_line(environ), tb), response.stream)
-        if response.sent:
+        if response.ended:
+            pass  # the client has its whole response; only the log tells
+        elif response.sent:
             self.out.append(frame(ABORT, response.stream, b"app raised after the response head was sent"))
         else:
             status, headers, body = error_response(tb)

@@ -219,6 +219,36 @@ def close_view(environ, start_response):
     return ClosingIterable(marker, int(q.get("chunks", "3")), False)
 
 
+class WholeFirstChunk:
+    """An iterable whose first chunk is the whole body its Content-Length
+    announces, as Flask's and Django's are, followed by what `then` asks
+    for: empty chunks, bytes beyond the length, or an exception."""
+
+    def __init__(self, marker, then):
+        self.marker = marker
+        self.then = then
+
+    def __iter__(self):
+        yield b"whole body"
+        if self.then == "empty":
+            yield b""
+            yield b""
+        elif self.then == "extra":
+            yield b"beyond the length"
+        elif self.then == "raise":
+            raise RuntimeError("boom-after-whole-body")
+
+    def close(self):
+        with open(self.marker, "w") as f:
+            f.write("closed")
+
+
+def whole_first_chunk(environ, start_response):
+    q = qs(environ)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "10")])
+    return WholeFirstChunk(q["marker"], q.get("then", ""))
+
+
 def file_view(environ, start_response):
     path = qs(environ)["path"]
     size = os.path.getsize(path)
@@ -321,6 +351,7 @@ ROUTES = {
     "/exc-info-after-body": exc_info_after_body,
     "/double-start": double_start_response,
     "/close": close_view,
+    "/whole-first-chunk": whole_first_chunk,
     "/file": file_view,
     "/die": die_view,
     "/sleep": sleep_view,
