@@ -306,8 +306,10 @@ class Worker:
 
     def flush(self) -> None:
         if self.out:
-            send_parts(self.sock, self.out)
-            self.out.clear()
+            try:
+                send_parts(self.sock, self.out)
+            finally:
+                self.out.clear()  # even when Go is gone: nothing is sent twice
 
     def send_fds(self, data: bytes, fd: int) -> None:
         """Sends data with a file descriptor attached (SCM_RIGHTS)."""
@@ -630,9 +632,11 @@ class ThreadRunner(Worker):
 
     def flush(self) -> None:
         if self.out:
-            with self.send_lock:
-                send_parts(self.sock, self.out)
-            self.out.clear()
+            try:
+                with self.send_lock:
+                    send_parts(self.sock, self.out)
+            finally:
+                self.out.clear()
 
     def send_fds(self, data: bytes, fd: int) -> None:
         with self.send_lock:
