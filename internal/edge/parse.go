@@ -298,7 +298,7 @@ func (c *conn) buildRequest(s string, lstart int, rl requestLine) error {
 	}
 	// RFC 9112 section 3.2: an invalid Host gets 400 even when an
 	// absolute-form target supplies the authority. An empty one is valid.
-	if hostField != "" && !validHost(hostField, false) {
+	if hostField != "" && !httpsyntax.ValidHost(hostField, false) {
 		return badRequest("invalid Host header")
 	}
 	if te != nil {
@@ -335,7 +335,7 @@ func (c *conn) parseTarget(minor int) error {
 	t := r.Target
 	if r.Method == "CONNECT" {
 		// RFC 9110 section 9.3.6: the target is host and port, nothing else.
-		if !validHost(t, true) {
+		if !httpsyntax.ValidHost(t, true) {
 			return badRequest("CONNECT needs an authority-form target")
 		}
 		return &httpError{501, "501 Not Implemented", "CONNECT is not supported"}
@@ -359,7 +359,7 @@ func (c *conn) parseTarget(minor int) error {
 		}
 		authority := rest[:end]
 		// RFC 9110 sections 4.2.1 and 4.2.4: no empty host, no userinfo.
-		if !validHost(authority, false) {
+		if !httpsyntax.ValidHost(authority, false) {
 			return badRequest("invalid authority in absolute-form target")
 		}
 		t = rest[end:]
@@ -377,78 +377,6 @@ func (c *conn) parseTarget(minor int) error {
 		r.Path = t
 	}
 	return nil
-}
-
-// validHost reports whether s is uri-host [ ":" port ] (RFC 9110 section
-// 7.2, RFC 3986 section 3.2.2): a Host value or the authority of a target,
-// which has no userinfo. The host must not be empty; with needPort, as for
-// CONNECT, neither may the port be.
-func validHost(s string, needPort bool) bool {
-	var host, port string
-	hasPort := false
-	if len(s) > 0 && s[0] == '[' {
-		// IP-literal: an IPv6 address or IPvFuture.
-		end := strings.IndexByte(s, ']')
-		if end < 0 {
-			return false
-		}
-		host = s[1:end]
-		for i := 0; i < len(host); i++ {
-			if c := host[i]; !isUnreserved(c) && !isSubDelim(c) && c != ':' {
-				return false
-			}
-		}
-		switch rest := s[end+1:]; {
-		case rest == "":
-		case rest[0] == ':':
-			port, hasPort = rest[1:], true
-		default:
-			return false
-		}
-	} else {
-		// reg-name, which covers IPv4 addresses.
-		host = s
-		if i := strings.IndexByte(s, ':'); i >= 0 {
-			host, port, hasPort = s[:i], s[i+1:], true
-		}
-		for i := 0; i < len(host); i++ {
-			switch c := host[i]; {
-			case isUnreserved(c) || isSubDelim(c):
-			case c == '%' && i+2 < len(host) && isHex(host[i+1]) && isHex(host[i+2]):
-				i += 2
-			default:
-				return false
-			}
-		}
-	}
-	if host == "" || needPort && (!hasPort || port == "") {
-		return false
-	}
-	for i := 0; i < len(port); i++ {
-		if !isDigit(port[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-// isUnreserved reports whether c is an RFC 3986 unreserved character.
-func isUnreserved(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || isDigit(c) || c == '-' || c == '.' || c == '_' || c == '~'
-}
-
-// isSubDelim reports whether c is an RFC 3986 sub-delims character.
-func isSubDelim(c byte) bool {
-	switch c {
-	case '!', '$', '&', '\'', '(', ')', '*', '+', ',', ';', '=':
-		return true
-	}
-	return false
-}
-
-func isHex(c byte) bool {
-	_, ok := hexVal(c)
-	return ok
 }
 
 // parseDecimal parses a Content-Length value, 1*DIGIT (RFC 9110 section

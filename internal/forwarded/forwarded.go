@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"taipan/internal/edge"
+	"taipan/internal/httpsyntax"
 	"taipan/internal/logging"
 )
 
@@ -541,45 +542,26 @@ func validPort(s string) bool {
 // maxHostLen bounds a forwarded host: a 255-byte name and a port.
 const maxHostLen = 255 + len(":65535")
 
-// validHost reports whether h is a Host header value: a registered name,
-// an IPv4 address or a bracketed IPv6 address, with an optional port.
+// validHost reports whether h may replace the Host: the URI grammar the
+// edge applies to a client's Host (httpsyntax.ValidHost), and more, since a
+// forwarded value is trusted further: a length bound, a port of 1 to 5
+// digits up to 65535, and a bracketed literal that is a real IPv6 address.
 func validHost(h string) bool {
-	if h == "" || len(h) > maxHostLen {
+	if len(h) > maxHostLen || !httpsyntax.ValidHost(h, false) {
 		return false
 	}
+	rest := h
 	if h[0] == '[' {
 		end := strings.IndexByte(h, ']')
-		if end < 0 {
-			return false
-		}
 		if a, err := netip.ParseAddr(h[1:end]); err != nil || !a.Is6() || a.Zone() != "" {
 			return false
 		}
-		rest := h[end+1:]
-		return rest == "" || rest[0] == ':' && validPort(rest[1:])
+		rest = h[end+1:]
 	}
-	name := h
-	if i := strings.LastIndexByte(h, ':'); i >= 0 {
-		if !validPort(h[i+1:]) {
-			return false
-		}
-		name = h[:i]
-	}
-	if name == "" {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		if !isRegNameChar(name[i]) {
-			return false
-		}
+	if i := strings.LastIndexByte(rest, ':'); i >= 0 {
+		return validPort(rest[i+1:])
 	}
 	return true
-}
-
-// isRegNameChar reports the characters of an RFC 3986 reg-name: unreserved,
-// sub-delims and "%" of pct-encoding.
-func isRegNameChar(c byte) bool {
-	return isAlnum(c) || strings.IndexByte("-._~!$&'()*+,;=%", c) >= 0
 }
 
 func isAlnum(c byte) bool {

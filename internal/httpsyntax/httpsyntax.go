@@ -50,3 +50,76 @@ func HasToken(list, token string) bool {
 	}
 	return false
 }
+
+// ValidHost reports whether s is uri-host [ ":" port ] (RFC 9110 section
+// 7.2, RFC 3986 section 3.2.2): a Host value or the authority of a request
+// target, which has no userinfo. The host must not be empty; with needPort,
+// as for CONNECT, neither may the port be.
+func ValidHost(s string, needPort bool) bool {
+	var host, port string
+	hasPort := false
+	if len(s) > 0 && s[0] == '[' {
+		// IP-literal: an IPv6 address or IPvFuture.
+		end := strings.IndexByte(s, ']')
+		if end < 0 {
+			return false
+		}
+		host = s[1:end]
+		for i := 0; i < len(host); i++ {
+			if c := host[i]; !isUnreserved(c) && !isSubDelim(c) && c != ':' {
+				return false
+			}
+		}
+		switch rest := s[end+1:]; {
+		case rest == "":
+		case rest[0] == ':':
+			port, hasPort = rest[1:], true
+		default:
+			return false
+		}
+	} else {
+		// reg-name, which covers IPv4 addresses.
+		host = s
+		if i := strings.IndexByte(s, ':'); i >= 0 {
+			host, port, hasPort = s[:i], s[i+1:], true
+		}
+		for i := 0; i < len(host); i++ {
+			switch c := host[i]; {
+			case isUnreserved(c) || isSubDelim(c):
+			case c == '%' && i+2 < len(host) && isHex(host[i+1]) && isHex(host[i+2]):
+				i += 2
+			default:
+				return false
+			}
+		}
+	}
+	if host == "" || needPort && (!hasPort || port == "") {
+		return false
+	}
+	for i := 0; i < len(port); i++ {
+		if !isDigit(port[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// isUnreserved reports whether c is an RFC 3986 unreserved character.
+func isUnreserved(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || isDigit(c) || c == '-' || c == '.' || c == '_' || c == '~'
+}
+
+// isSubDelim reports whether c is an RFC 3986 sub-delims character.
+func isSubDelim(c byte) bool {
+	switch c {
+	case '!', '$', '&', '\'', '(', ')', '*', '+', ',', ';', '=':
+		return true
+	}
+	return false
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+func isHex(c byte) bool {
+	return isDigit(c) || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}

@@ -29,3 +29,34 @@ func TestHasToken(t *testing.T) {
 		t.Error("HasToken")
 	}
 }
+
+func TestValidHost(t *testing.T) {
+	for _, c := range []struct {
+		in       string
+		needPort bool
+		want     bool
+	}{
+		{"example.com", false, true},
+		{"example.com:8080", false, true},
+		{"example.com:", false, true}, // port = *DIGIT
+		{"example.com:", true, false},
+		{"example.com", true, false},
+		{"127.0.0.1:80", true, true},
+		{"[::1]:443", false, true},
+		{"[::1]", false, true},
+		{"[v1.x]", false, true}, // IPvFuture
+		{"[::1", false, false},
+		{"[::1]x", false, false},
+		{"a%20b", false, true},
+		{"a%2", false, false},
+		{"a b", false, false},
+		{"user@host", false, false},
+		{"host:8o", false, false},
+		{"", false, false},
+		{":80", false, false},
+	} {
+		if got := ValidHost(c.in, c.needPort); got != c.want {
+			t.Errorf("ValidHost(%q, %v) = %v, want %v", c.in, c.needPort, got, c.want)
+		}
+	}
+}
