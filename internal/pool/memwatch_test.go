@@ -80,25 +80,35 @@ func TestMemoryWatchKillsRunawayRequest(t *testing.T) {
 	}
 }
 
-// A request that passes the limit and then ends is not killed: its worker
-// is recycled between requests, the gentle way.
-func TestMemoryWatchSparesARequestThatEnds(t *testing.T) {
+// hoardPastLimit starts a one-worker pool with a 64 MiB --max-rss and runs a
+// request that leaves its worker holding 96 MiB; it returns the pool, its
+// log and the worker's pid.
+func hoardPastLimit(t *testing.T) (*Pool, *logBuffer, int) {
+	t.Helper()
 	p, logs := newPool(t, 1, memoryApp)
 	p.cfg.MaxRSS = 64 << 20
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close(t.Context())
 	pid := p.Stats().Pids[0]
 	j := job("/hoard", "96", "")
 	p.Submit(j)
 	if body, err := collect(t, j); err != nil || body != fmt.Sprint(pid) {
+		p.Close(t.Context())
 		t.Fatalf("/hoard: body %q err %v\n%s", body, err, logs)
 	}
+	return p, logs, pid
+}
+
+// A request that passes the limit and then ends is not killed: its worker
+// is recycled between requests, the gentle way.
+func TestMemoryWatchSparesARequestThatEnds(t *testing.T) {
+	p, logs, pid := hoardPastLimit(t)
+	defer p.Close(t.Context())
 	// The next request, once the between-requests check may read /proc
 	// again (every 100 ms at most), recycles the worker.
 	time.Sleep(150 * time.Millisecond)
-	j = job("/sleep", "0", "")
+	j := job("/sleep", "0", "")
 	p.Submit(j)
 	if _, err := collect(t, j); err != nil {
 		t.Fatal(err)
@@ -115,18 +125,8 @@ func TestMemoryWatchSparesARequestThatEnds(t *testing.T) {
 // A worker that a request left above the limit and that then sits idle is
 // recycled without waiting for another request.
 func TestMemoryWatchRecyclesIdleWorker(t *testing.T) {
-	p, logs := newPool(t, 1, memoryApp)
-	p.cfg.MaxRSS = 64 << 20
-	if err := p.Start(); err != nil {
-		t.Fatal(err)
-	}
+	p, logs, pid := hoardPastLimit(t)
 	defer p.Close(t.Context())
-	pid := p.Stats().Pids[0]
-	j := job("/hoard", "96", "")
-	p.Submit(j)
-	if body, err := collect(t, j); err != nil || body != fmt.Sprint(pid) {
-		t.Fatalf("/hoard: body %q err %v\n%s", body, err, logs)
-	}
 	// No further request: the watch alone must notice.
 	marker := fmt.Sprintf("Recycling worker 1 (pid %d): resident memory", pid)
 	if !pollFor(10*time.Second, func() bool { return strings.Contains(logs.String(), marker) }) {
