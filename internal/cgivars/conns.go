@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"taipan/internal/acceptor"
 	"taipan/internal/edge"
 	"taipan/internal/logging"
 )
@@ -28,15 +28,6 @@ const (
 	lingerTimeout = 500 * time.Millisecond
 	lingerMaxRead = 64 << 20
 )
-
-// idleDrainGrace is how long Shutdown leaves an idle connection open for a
-// request that may already be on its way (nginx opens a connection and
-// sends at once, and reuses a FastCGI keep-conn connection at any time).
-const idleDrainGrace = time.Second
-
-// shutdownPollInterval is how often Shutdown checks whether the last
-// connection has ended.
-const shutdownPollInterval = 10 * time.Millisecond
 
 // ResolveConfig returns cfg with its zero fields set to their defaults,
 // the edge's own, so the two front ends and the HTTP engine agree.
@@ -102,63 +93,30 @@ func (s *Conns) Serve(ln net.Listener, serve func(*Conn)) error {
 		s.mu.Unlock()
 	}()
 
-	serverName, serverPort := listenerName(ln.Addr())
-	var backoff time.Duration
-	for {
-		rwc, err := ln.Accept()
-		if err != nil {
-			if s.shutting.Load() {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Errorf("%s: accept on %s: %v; retrying in %v", s.proto, ln.Addr(), err, backoff)
-				time.Sleep(backoff)
-				continue
-			}
-			return fmt.Errorf("%s: accept on %s: %w", s.proto, ln.Addr(), err)
-		}
-		backoff = 0
+	serverName, serverPort := acceptor.ListenerName(ln.Addr())
+	return acceptor.Loop(ln, s.proto, s.log, s.shutting.Load, func(rwc net.Conn) {
 		c := s.add(rwc, serverName, serverPort)
 		if c == nil {
 			rwc.Close()
-			continue
+			return
 		}
 		go func() {
 			defer s.forget(c)
 			defer c.rwc.Close()
 			serve(c)
 		}()
-	}
-}
-
-// isTemporary reports accept errors worth retrying (out of file
-// descriptors, aborted handshakes).
-func isTemporary(err error) bool {
-	var te interface{ Temporary() bool }
-	return errors.As(err, &te) && te.Temporary()
-}
-
-// listenerName is the fallback SERVER_NAME and SERVER_PORT of a listener.
-func listenerName(a net.Addr) (name, port string) {
-	if a.Network() == "unix" {
-		return "localhost", ""
-	}
-	host, port, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return a.String(), ""
-	}
-	return host, port
+	})
 }
 
 // Shutdown closes the listeners and waits for the connections to end: one
 // serving a request ends after answering it, an idle one after
-// idleDrainGrace unless a request arrives first, which is then answered.
+// acceptor.IdleDrainGrace unless a request arrives first, which is then
+// answered (nginx opens a connection and sends at once, and reuses a
+// FastCGI keep-conn connection at any time).
 // If ctx ends first, it closes the rest and returns ctx.Err().
 func (s *Conns) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	drainUntil := time.Now().Add(idleDrainGrace)
+	drainUntil := time.Now().Add(acceptor.IdleDrainGrace)
 	s.drainUntil.Store(drainUntil.UnixNano())
 	s.shutting.Store(true)
 	for ln := range s.listeners {
@@ -171,27 +129,21 @@ func (s *Conns) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 
-	t := time.NewTicker(shutdownPollInterval)
-	defer t.Stop()
-	for {
+	return acceptor.Drain(ctx, s.open, func() {
 		s.mu.Lock()
-		n := len(s.conns)
+		for c := range s.conns {
+			c.state = stateClosed
+			c.rwc.Close()
+		}
 		s.mu.Unlock()
-		if n == 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			s.mu.Lock()
-			for c := range s.conns {
-				c.state = stateClosed
-				c.rwc.Close()
-			}
-			s.mu.Unlock()
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
+	})
+}
+
+// open reports how many connections are open.
+func (s *Conns) open() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
 }
 
 func (s *Conns) add(rwc net.Conn, serverName, serverPort string) *Conn {

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"taipan/internal/acceptor"
 	"taipan/internal/logging"
 )
 
@@ -533,7 +534,7 @@ func TestShutdown(t *testing.T) {
 	expectClosed(t, idleBR)
 	// An idle connection that sends nothing is closed after the grace.
 	expectClosed(t, silentBR)
-	if d := time.Since(start); d > idleDrainGrace+500*time.Millisecond {
+	if d := time.Since(start); d > acceptor.IdleDrainGrace+500*time.Millisecond {
 		t.Errorf("silent idle connection closed after %v", d)
 	}
 	select {

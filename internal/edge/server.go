@@ -13,19 +13,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"taipan/internal/acceptor"
 	"taipan/internal/logging"
 )
 
 // bufSize is the size of each connection's read and write buffers.
 const bufSize = 4096
-
-// shutdownPollInterval is how often Shutdown checks whether the last
-// connection has finished.
-const shutdownPollInterval = 10 * time.Millisecond
-
-// idleDrainGrace is how long Shutdown keeps an idle keep-alive connection
-// open for a request that may already be on its way.
-const idleDrainGrace = time.Second
 
 // Server serves HTTP/1.x on any number of listeners with one Handler.
 type Server struct {
@@ -151,65 +144,30 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Unlock()
 	}()
 
-	serverName, serverPort := listenerName(ln.Addr())
-	var backoff time.Duration
-	for {
-		rwc, err := ln.Accept()
-		if err != nil {
-			if s.shutting.Load() {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporaryAccept(err) {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Errorf("accept on %s: %v; retrying in %v", ln.Addr(), err, backoff)
-				time.Sleep(backoff)
-				continue
-			}
-			return fmt.Errorf("edge: accept on %s: %w", ln.Addr(), err)
-		}
-		backoff = 0
+	serverName, serverPort := acceptor.ListenerName(ln.Addr())
+	return acceptor.Loop(ln, "edge", s.log, s.shutting.Load, func(rwc net.Conn) {
 		c, why := s.newConn(rwc, serverName, serverPort)
-		if c == nil {
-			if why == refusedShutdown {
-				rwc.Close()
-			} else {
-				s.refuse(rwc, why)
-			}
-			continue
+		switch {
+		case c != nil:
+			go c.serve()
+		case why == refusedShutdown:
+			rwc.Close()
+		default:
+			s.refuse(rwc, why)
 		}
-		go c.serve()
-	}
-}
-
-// isTemporaryAccept reports accept errors worth retrying (out of file
-// descriptors, aborted handshakes).
-func isTemporaryAccept(err error) bool {
-	var ne interface{ Temporary() bool }
-	return errors.As(err, &ne) && ne.Temporary()
-}
-
-// listenerName derives ServerName and ServerPort from a listener address.
-func listenerName(a net.Addr) (name, port string) {
-	if a.Network() == "unix" {
-		return "localhost", ""
-	}
-	host, port, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return a.String(), ""
-	}
-	return host, port
+	})
 }
 
 // Shutdown stops the Server gracefully: listeners close, a connection with a
 // request in progress closes after answering it, and an idle keep-alive
-// connection closes after idleDrainGrace unless a request arrives on it
-// first, which is then answered. (Closing idle connections at once loses
-// requests that a client had already sent on them.) Shutdown waits for all connections to end; if ctx expires
-// first it closes the remaining ones and returns ctx.Err().
+// connection closes after acceptor.IdleDrainGrace unless a request arrives
+// on it first, which is then answered. (Closing idle connections at once
+// loses requests that a client had already sent on them.) Shutdown waits
+// for all connections to end; if ctx expires first it closes the remaining
+// ones and returns ctx.Err().
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	drainUntil := time.Now().Add(idleDrainGrace)
+	drainUntil := time.Now().Add(acceptor.IdleDrainGrace)
 	s.drainUntil.Store(drainUntil.UnixNano())
 	if !s.shutting.Swap(true) {
 		close(s.shutdownCh)
@@ -232,27 +190,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 
-	t := time.NewTicker(shutdownPollInterval)
-	defer t.Stop()
-	for {
+	return acceptor.Drain(ctx, s.ConnCount, func() {
 		s.mu.Lock()
-		n := len(s.conns)
+		for c := range s.conns {
+			c.state = stateClosed
+			c.rwc.Close()
+		}
 		s.mu.Unlock()
-		if n == 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			s.mu.Lock()
-			for c := range s.conns {
-				c.state = stateClosed
-				c.rwc.Close()
-			}
-			s.mu.Unlock()
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
+	})
 }
 
 // ConnCount reports how many client connections are open: those running a

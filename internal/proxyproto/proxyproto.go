@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"taipan/internal/acceptor"
 	"taipan/internal/logging"
 )
 
@@ -110,7 +111,7 @@ func (l *listener) acceptLoop() {
 	for {
 		raw, err := l.Listener.Accept()
 		if err != nil {
-			if isTemporary(err) {
+			if acceptor.Retryable(err) {
 				select {
 				case l.errc <- err:
 				case <-l.closing:
@@ -123,16 +124,6 @@ func (l *listener) acceptLoop() {
 		}
 		go l.handshake(raw)
 	}
-}
-
-// isTemporary reports accept errors worth retrying (out of file
-// descriptors, aborted handshakes), as the HTTP engine judges them.
-func isTemporary(err error) bool {
-	var ne interface {
-		Timeout() bool
-		Temporary() bool
-	}
-	return errors.As(err, &ne) && (ne.Timeout() || ne.Temporary())
 }
 
 // handshake reads raw's header and hands the connection to Accept, or
