@@ -15,16 +15,10 @@ import (
 	"taipan/internal/logging"
 )
 
-var (
-	errHeadWritten  = errors.New("WriteHead called twice")
-	errNoHead       = errors.New("body written before WriteHead")
-	errResponseDone = errors.New("response used after the Handler returned")
-	errBodyTooLong  = errors.New("response body longer than its Content-Length")
-	// ErrUpgrade is what Upgrade returns: the gateway protocols carry one
-	// request and its response, and nginx's uwsgi_pass and fastcgi_pass
-	// never hand a connection over (a WebSocket needs proxy_pass).
-	ErrUpgrade = errors.New("protocol upgrades (WebSocket) are not supported over uwsgi or FastCGI; use proxy_pass to taipan's HTTP listener")
-)
+// ErrUpgrade is what Upgrade returns: the gateway protocols carry one
+// request and its response, and nginx's uwsgi_pass and fastcgi_pass never
+// hand a connection over (a WebSocket needs proxy_pass).
+var ErrUpgrade = errors.New("protocol upgrades (WebSocket) are not supported over uwsgi or FastCGI; use proxy_pass to taipan's HTTP listener")
 
 // Framing carries a response's bytes in a protocol's framing: as they are
 // for uwsgi, in STDOUT records for FastCGI.
@@ -57,17 +51,10 @@ type Response struct {
 	server string // Server header value, "" for none
 	log    *logging.Logger
 
-	method      string
-	target      string // for log messages
-	headWritten bool
-	done        bool  // Finish was called
-	noBody      bool  // HEAD, 1xx, 204 or 304: no body bytes go out
-	aborted     bool  // Abort was called, or the Handler panicked
-	code        int   // status sent
-	clen        int64 // Content-Length sent, or -1
-	written     int64 // body bytes sent
-	err         error // first write error: the web server is gone
-	head        []byte
+	method string
+	target string // for log messages
+	edge.Progress
+	head []byte
 }
 
 // Init sets where the Response writes, how its heads start, the Server
@@ -80,40 +67,28 @@ func (w *Response) Init(out Framing, style HeadStyle, server string, log *loggin
 // only used in log messages; both may be "" for a request that could not
 // be read).
 func (w *Response) Reset(method, target string) {
-	*w = Response{out: w.out, style: w.style, server: w.server, log: w.log, head: w.head[:0], method: method, target: target, clen: -1}
+	*w = Response{out: w.out, style: w.style, server: w.server, log: w.log, head: w.head[:0], method: method, target: target, Progress: edge.NewProgress()}
 }
 
 // HeadWritten reports whether WriteHead has been called.
-func (w *Response) HeadWritten() bool { return w.headWritten }
+func (w *Response) HeadWritten() bool { return w.HeadSent }
 
 // Abort marks the response broken: the protocol ends it so that the web
 // server sees it truncated instead of complete.
-func (w *Response) Abort() { w.aborted = true }
+func (w *Response) Abort() { w.Aborted = true }
 
 // Upgrade fails: see ErrUpgrade.
 func (w *Response) Upgrade(*edge.ResponseHead) (*edge.Upgraded, error) { return nil, ErrUpgrade }
 
-// Status is the status code sent, 0 before WriteHead.
-func (w *Response) Status() int { return w.code }
-
-// BodyBytes is how many body bytes went out.
-func (w *Response) BodyBytes() int64 { return w.written }
-
 // WriteHead sends the head, choosing Content-Length when it can, then
 // body; it flushes only when Write is to continue the body.
 func (w *Response) WriteHead(head *edge.ResponseHead, body []byte, complete bool) error {
-	if w.done {
-		return errResponseDone
-	}
-	if w.headWritten {
-		return errHeadWritten
-	}
-	w.headWritten = true
 	code := head.Code
-	w.code = code
-	bodyAllowed := code >= 200 && code != 204 && code != 304
+	bodyAllowed, err := w.StartHead(code, w.method)
+	if err != nil {
+		return err
+	}
 	isHead := w.method == "HEAD"
-	w.noBody = isHead || !bodyAllowed
 
 	b := append(w.head[:0], w.style.StatusPrefix...)
 	if head.Status != "" {
@@ -128,10 +103,10 @@ func (w *Response) WriteHead(head *edge.ResponseHead, body []byte, complete bool
 	for i := range head.Header {
 		f := &head.Header[i]
 		switch {
-		case isHopByHop(f.Name):
+		case edge.HopByHop(f.Name):
 			continue
 		case strings.EqualFold(f.Name, "Content-Length"):
-			if !bodyAllowed || w.clen >= 0 {
+			if !bodyAllowed || w.Length >= 0 {
 				continue
 			}
 			n, ok := parseDecimal(strings.Trim(f.Value, " \t"))
@@ -139,7 +114,7 @@ func (w *Response) WriteHead(head *edge.ResponseHead, body []byte, complete bool
 				w.log.Warnf("dropping invalid response Content-Length %q for %s %s", f.Value, w.method, w.target)
 				continue
 			}
-			w.clen = n
+			w.Length = n
 		case strings.EqualFold(f.Name, "Date"):
 			hasDate = true
 		case strings.EqualFold(f.Name, "Server"):
@@ -150,14 +125,14 @@ func (w *Response) WriteHead(head *edge.ResponseHead, body []byte, complete bool
 		b = append(b, f.Value...)
 		b = append(b, "\r\n"...)
 	}
-	if bodyAllowed && w.clen < 0 && complete && (!isHead || len(body) > 0) {
+	if bodyAllowed && w.Length < 0 && complete && (!isHead || len(body) > 0) {
 		// A complete body has a known length. (An empty one answering
 		// HEAD says nothing about the length of the GET's.) Without a
 		// length the protocol delimits the body: uwsgi by closing the
 		// connection, FastCGI by its records.
-		w.clen = int64(len(body))
+		w.Length = int64(len(body))
 		b = append(b, "Content-Length: "...)
-		b = strconv.AppendInt(b, w.clen, 10)
+		b = strconv.AppendInt(b, w.Length, 10)
 		b = append(b, "\r\n"...)
 	}
 	if !hasDate {
@@ -188,61 +163,43 @@ func (w *Response) WriteHead(head *edge.ResponseHead, body []byte, complete bool
 	return nil
 }
 
-// isHopByHop reports the response headers that describe one HTTP
-// connection; the web server in front manages its own.
-func isHopByHop(name string) bool {
-	for _, h := range [...]string{"Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade"} {
-		if strings.EqualFold(name, h) {
-			return true
-		}
-	}
-	return false
-}
-
 // fail records a write error: the web server is gone.
 func (w *Response) fail(err error) error {
-	if w.err == nil {
-		w.err = fmt.Errorf("writing response: %w", err)
+	if w.Err == nil {
+		w.Err = fmt.Errorf("writing response: %w", err)
 	}
-	return w.err
+	return w.Err
 }
 
 // writeBody buffers p, without the bytes past a declared Content-Length.
 func (w *Response) writeBody(p []byte) error {
-	if w.err != nil {
-		return w.err
+	if w.Err != nil {
+		return w.Err
 	}
-	if len(p) == 0 || w.noBody {
+	if len(p) == 0 || w.NoBody {
 		return nil
 	}
-	over := false
-	if w.clen >= 0 {
-		if rem := w.clen - w.written; int64(len(p)) > rem {
-			p, over = p[:rem], true
-		}
-	}
+	n, over := w.Allow(int64(len(p)))
+	p = p[:n]
 	if _, err := w.out.Write(p); err != nil {
 		return w.fail(err)
 	}
-	w.written += int64(len(p))
+	w.Written += int64(len(p))
 	if over {
-		return errBodyTooLong
+		return edge.ErrBodyTooLong
 	}
 	return nil
 }
 
 // Write sends the next part of the body and flushes it.
 func (w *Response) Write(p []byte) error {
-	if w.done {
-		return errResponseDone
-	}
-	if !w.headWritten {
-		return errNoHead
+	if err := w.CheckBody(); err != nil {
+		return err
 	}
 	if err := w.writeBody(p); err != nil {
 		return err
 	}
-	if len(p) == 0 || w.noBody {
+	if len(p) == 0 || w.NoBody {
 		return nil
 	}
 	if err := w.out.Flush(); err != nil {
@@ -253,28 +210,17 @@ func (w *Response) Write(p []byte) error {
 
 // SendFile sends n bytes of f from offset.
 func (w *Response) SendFile(f *os.File, offset, n int64) error {
-	if w.done {
-		return errResponseDone
+	if err := w.CheckBody(); err != nil {
+		return err
 	}
-	if !w.headWritten {
-		return errNoHead
-	}
-	if w.err != nil {
-		return w.err
-	}
-	if n <= 0 || w.noBody {
+	if n <= 0 || w.NoBody {
 		return nil
 	}
-	over := false
-	if w.clen >= 0 {
-		if rem := w.clen - w.written; n > rem {
-			n, over = rem, true
-		}
-	}
+	n, over := w.Allow(n)
 	sent, err := w.out.SendFile(f, offset, n)
-	w.written += sent
+	w.Written += sent
 	if err != nil {
-		w.aborted = true // the body is short, whatever the cause
+		w.Aborted = true // the body is short, whatever the cause
 		var pe *os.PathError
 		switch {
 		case errors.Is(err, io.EOF):
@@ -285,7 +231,7 @@ func (w *Response) SendFile(f *os.File, offset, n int64) error {
 		return w.fail(err)
 	}
 	if over {
-		return errBodyTooLong
+		return edge.ErrBodyTooLong
 	}
 	return nil
 }
@@ -298,18 +244,17 @@ func (w *Response) SendFile(f *os.File, offset, n int64) error {
 // failed write, a body shorter than its Content-Length), the protocol
 // must end it so that the web server sees it broken.
 func (w *Response) Finish(panicked bool) (whole bool) {
-	if !w.headWritten && w.err == nil {
+	if !w.HeadSent && w.Err == nil {
 		w.WriteHead(&edge.ResponseHead{
 			Code:   500,
 			Status: "500 Internal Server Error",
 			Header: []edge.HeaderField{{Name: "Content-Type", Value: "text/plain; charset=utf-8"}},
 		}, []byte("Internal Server Error\n"), true)
 	} else if panicked {
-		w.aborted = true
+		w.Aborted = true
 	}
-	w.done = true
-	short := !w.noBody && w.clen >= 0 && w.written < w.clen
-	return w.err == nil && !w.aborted && !short
+	w.Done = true
+	return w.Err == nil && !w.Aborted && !w.Short()
 }
 
 // BufferError is a local failure to buffer a request body (disk full, an
@@ -388,8 +333,8 @@ func LogAccess(cfg *edge.Config, rec *edge.AccessRecord, r *edge.Request, start 
 		Method:      r.Method,
 		Target:      r.Target,
 		Proto:       r.Proto,
-		Status:      w.code,
-		BodyBytes:   w.written,
+		Status:      w.Code,
+		BodyBytes:   w.Written,
 		Header:      r.Header,
 		Worker:      r.Worker,
 		WorkerPid:   r.WorkerPid,

@@ -336,9 +336,9 @@ func (c *conn) runHandler(start time.Time) bool {
 	}()
 	w.finish()
 	if s.cfg.AccessLog != nil {
-		c.logAccess(start, w.code, w.written)
+		c.logAccess(start, w.Code, w.Written)
 	}
-	return !w.closeAfter && w.err == nil
+	return !w.closeAfter && w.Err == nil
 }
 
 // readFailed answers a request that could not be read: a parse error gets

@@ -270,7 +270,7 @@ func (w *h2Response) HeadWritten() bool { return w.head }
 
 func (w *h2Response) WriteHead(head *ResponseHead, body []byte, complete bool) error {
 	if w.head {
-		return errHeadWritten
+		return ErrHeadWritten
 	}
 	w.head = true
 	w.code = head.Code
@@ -324,7 +324,7 @@ func (w *h2Response) WriteHead(head *ResponseHead, body []byte, complete bool) e
 
 func (w *h2Response) Write(p []byte) error {
 	if !w.head {
-		return errNoHead
+		return ErrNoHead
 	}
 	if err := w.write(p); err != nil {
 		return err
@@ -349,7 +349,7 @@ func (w *h2Response) write(p []byte) error {
 
 func (w *h2Response) SendFile(f *os.File, offset, n int64) error {
 	if !w.head {
-		return errNoHead
+		return ErrNoHead
 	}
 	for n > 0 {
 		w.armWriteDeadline()

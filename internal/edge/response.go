@@ -10,31 +10,17 @@ import (
 	"time"
 )
 
-var (
-	errHeadWritten  = errors.New("edge: WriteHead called twice")
-	errNoHead       = errors.New("edge: body written before WriteHead")
-	errResponseDone = errors.New("edge: response used after the Handler returned")
-	errBodyTooLong  = errors.New("edge: response body longer than its Content-Length")
-)
-
 // response implements ResponseWriter for one request on a conn. It is
 // reused for every request of the connection.
 type response struct {
 	c *conn
+	Progress
 
-	headWritten bool
-	done        bool  // the Handler returned
-	panicked    bool  // the Handler panicked
-	code        int   // status code sent
-	noBody      bool  // HEAD, 1xx, 204 or 304: no body bytes go out
-	chunked     bool  // Transfer-Encoding: chunked framing
-	clen        int64 // Content-Length sent, or -1
-	written     int64 // body bytes sent
-	closeAfter  bool  // close the connection after this response
-	aborted     bool  // the body must not be terminated
-	err         error // first write error; the client is gone
-	upgraded    bool  // handed over by Upgrade
-	watch       *clientWatch
+	panicked   bool // the Handler panicked
+	chunked    bool // Transfer-Encoding: chunked framing
+	closeAfter bool // close the connection after this response
+	upgraded   bool // handed over by Upgrade
+	watch      *clientWatch
 }
 
 // clientWatch is a background read that notices a client going away.
@@ -87,15 +73,15 @@ func (w *response) stopWatch() {
 
 func (w *response) reset() {
 	c := w.c
-	*w = response{c: c, clen: -1}
+	*w = response{c: c, Progress: NewProgress()}
 }
 
 // HeadWritten reports whether WriteHead has been called.
-func (w *response) HeadWritten() bool { return w.headWritten }
+func (w *response) HeadWritten() bool { return w.HeadSent }
 
 // Abort makes the edge close the connection without finishing the body.
 func (w *response) Abort() {
-	w.aborted = true
+	w.Aborted = true
 	w.closeAfter = true
 }
 
@@ -110,6 +96,15 @@ const (
 	hServer
 	hDate
 )
+
+// HopByHop reports the response headers that describe one connection
+// (Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade).
+// Every writer drops those a Handler gives: the connection is the writer's
+// to describe, and behind uwsgi or FastCGI the web server's.
+func HopByHop(name string) bool {
+	k := classifyResponseHeader(name)
+	return k == hConnection || k == hHopByHop
+}
 
 func classifyResponseHeader(name string) headerKind {
 	switch len(name) {
@@ -151,21 +146,15 @@ func classifyResponseHeader(name string) headerKind {
 // WriteHead sends the status line and headers, choosing the framing, and
 // then body. It flushes only when the body is to be continued by Write.
 func (w *response) WriteHead(head *ResponseHead, body []byte, complete bool) error {
-	if w.done {
-		return errResponseDone
-	}
-	if w.headWritten {
-		return errHeadWritten
-	}
-	w.headWritten = true
 	c := w.c
-	c.acquireBuffers() // given back while the Handler waited (runHandler)
 	r := &c.req
 	code := head.Code
-	w.code = code
-	bodyAllowed := code >= 200 && code != 204 && code != 304
+	bodyAllowed, err := w.StartHead(code, r.Method)
+	if err != nil {
+		return err
+	}
+	c.acquireBuffers() // given back while the Handler waited (runHandler)
 	isHead := r.Method == "HEAD"
-	w.noBody = isHead || !bodyAllowed
 
 	b := append(c.wbuf[:0], "HTTP/1.1 "...)
 	if head.Status != "" {
@@ -191,7 +180,7 @@ func (w *response) WriteHead(head *ResponseHead, body []byte, complete bool) err
 		case hHopByHop:
 			continue
 		case hContentLength:
-			if !bodyAllowed || w.clen >= 0 {
+			if !bodyAllowed || w.Length >= 0 {
 				continue
 			}
 			n, herr := parseDecimal(strings.Trim(f.Value, " \t"))
@@ -199,7 +188,7 @@ func (w *response) WriteHead(head *ResponseHead, body []byte, complete bool) err
 				c.srv.log.Warnf("edge: dropping invalid response Content-Length %q for %s %s", f.Value, r.Method, r.Target)
 				continue
 			}
-			w.clen = n
+			w.Length = n
 		case hServer:
 			hasServer = true
 		case hDate:
@@ -211,12 +200,12 @@ func (w *response) WriteHead(head *ResponseHead, body []byte, complete bool) err
 		b = append(b, "\r\n"...)
 	}
 
-	if bodyAllowed && w.clen < 0 {
+	if bodyAllowed && w.Length < 0 {
 		switch {
 		case complete:
-			w.clen = int64(len(body))
+			w.Length = int64(len(body))
 			b = append(b, "Content-Length: "...)
-			b = strconv.AppendInt(b, w.clen, 10)
+			b = strconv.AppendInt(b, w.Length, 10)
 			b = append(b, "\r\n"...)
 		case isHead:
 			// The length is unknown, but a HEAD response has no body.
@@ -229,7 +218,7 @@ func (w *response) WriteHead(head *ResponseHead, body []byte, complete bool) err
 	}
 
 	keep := c.st.keepAlive && !w.closeAfter && !c.srv.shutting.Load()
-	if keep && r.ProtoMinor == 0 && !w.noBody && w.clen < 0 {
+	if keep && r.ProtoMinor == 0 && !w.NoBody && w.Length < 0 {
 		keep = false
 	}
 	if !keep {
@@ -260,18 +249,18 @@ var errNotSwitching = errors.New("edge: Upgrade needs a 101 response")
 
 // Upgrade sends a 101 response and hands the connection over.
 func (w *response) Upgrade(head *ResponseHead) (*Upgraded, error) {
-	if w.done {
-		return nil, errResponseDone
+	if w.Done {
+		return nil, ErrResponseDone
 	}
-	if w.headWritten {
-		return nil, errHeadWritten
+	if w.HeadSent {
+		return nil, ErrHeadWritten
 	}
 	if head.Code != 101 {
 		return nil, errNotSwitching
 	}
-	w.headWritten = true
-	w.code = 101
-	w.noBody = true
+	w.HeadSent = true
+	w.Code = 101
+	w.NoBody = true
 	w.upgraded = true
 	w.closeAfter = true
 	c := w.c
@@ -317,28 +306,24 @@ func (w *response) Upgrade(head *ResponseHead) (*Upgraded, error) {
 
 // fail records a write error: the client is gone, the connection closes.
 func (w *response) fail(err error) error {
-	if w.err == nil {
-		w.err = fmt.Errorf("edge: writing response: %w", err)
+	if w.Err == nil {
+		w.Err = fmt.Errorf("edge: writing response: %w", err)
 	}
 	w.closeAfter = true
-	return w.err
+	return w.Err
 }
 
 // writeBody frames p into the write buffer without flushing. Bytes beyond
 // a declared Content-Length are never sent.
 func (w *response) writeBody(p []byte) error {
-	if w.err != nil {
-		return w.err
+	if w.Err != nil {
+		return w.Err
 	}
-	if len(p) == 0 || w.noBody {
+	if len(p) == 0 || w.NoBody {
 		return nil
 	}
-	over := false
-	if w.clen >= 0 {
-		if rem := w.clen - w.written; int64(len(p)) > rem {
-			p, over = p[:rem], true
-		}
-	}
+	n, over := w.Allow(int64(len(p)))
+	p = p[:n]
 	bw := w.c.bw
 	if w.chunked {
 		var hdr [18]byte
@@ -354,26 +339,23 @@ func (w *response) writeBody(p []byte) error {
 			return w.fail(err)
 		}
 	}
-	w.written += int64(len(p))
+	w.Written += int64(len(p))
 	if over {
 		w.closeAfter = true
-		return errBodyTooLong
+		return ErrBodyTooLong
 	}
 	return nil
 }
 
 // Write sends the next part of the body and flushes it.
 func (w *response) Write(p []byte) error {
-	if w.done {
-		return errResponseDone
-	}
-	if !w.headWritten {
-		return errNoHead
+	if err := w.CheckBody(); err != nil {
+		return err
 	}
 	if err := w.writeBody(p); err != nil {
 		return err
 	}
-	if len(p) == 0 || w.noBody {
+	if len(p) == 0 || w.NoBody {
 		return nil
 	}
 	if err := w.c.bw.Flush(); err != nil {
@@ -386,24 +368,13 @@ func (w *response) Write(p []byte) error {
 // framing the bytes go straight from the file to the socket (sendfile(2)
 // for TCP); with chunked framing they form one chunk.
 func (w *response) SendFile(f *os.File, offset, n int64) error {
-	if w.done {
-		return errResponseDone
+	if err := w.CheckBody(); err != nil {
+		return err
 	}
-	if !w.headWritten {
-		return errNoHead
-	}
-	if w.err != nil {
-		return w.err
-	}
-	if n <= 0 || w.noBody {
+	if n <= 0 || w.NoBody {
 		return nil
 	}
-	over := false
-	if w.clen >= 0 {
-		if rem := w.clen - w.written; n > rem {
-			n, over = rem, true
-		}
-	}
+	n, over := w.Allow(n)
 	c := w.c
 	if w.chunked {
 		var hdr [18]byte
@@ -415,10 +386,10 @@ func (w *response) SendFile(f *os.File, offset, n int64) error {
 		return w.fail(err)
 	}
 	sent, err := c.sendFile(f, offset, n)
-	w.written += sent
+	w.Written += sent
 	if err != nil {
 		// The framing is broken either way; never terminate the body.
-		w.aborted = true
+		w.Aborted = true
 		w.closeAfter = true
 		if errors.Is(err, io.EOF) {
 			return fmt.Errorf("edge: sendfile %s: file ended after %d of %d bytes", f.Name(), sent, n)
@@ -433,7 +404,7 @@ func (w *response) SendFile(f *os.File, offset, n int64) error {
 	}
 	if over {
 		w.closeAfter = true
-		return errBodyTooLong
+		return ErrBodyTooLong
 	}
 	return nil
 }
@@ -443,26 +414,26 @@ func (w *response) SendFile(f *os.File, offset, n int64) error {
 // incomplete.
 func (w *response) finish() {
 	w.stopWatch()
-	if !w.headWritten && w.err == nil {
+	if !w.HeadSent && w.Err == nil {
 		w.WriteHead(&ResponseHead{
 			Code:   500,
 			Status: "500 Internal Server Error",
 			Header: []HeaderField{{Name: "Content-Type", Value: "text/plain; charset=utf-8"}},
 		}, []byte("Internal Server Error\n"), true)
 	} else if w.panicked {
-		w.aborted = true
+		w.Aborted = true
 		w.closeAfter = true
 	}
-	w.done = true
+	w.Done = true
 	switch {
-	case w.err != nil:
-	case w.aborted:
+	case w.Err != nil:
+	case w.Aborted:
 		w.closeAfter = true
 	case w.chunked:
 		if _, err := w.c.bw.WriteString("0\r\n\r\n"); err != nil {
 			w.fail(err)
 		}
-	case !w.noBody && w.clen >= 0 && w.written < w.clen:
+	case w.Short():
 		w.closeAfter = true
 	}
 }

@@ -1,0 +1,92 @@
+package edge
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestProgressRules(t *testing.T) {
+	p := NewProgress()
+	if err := p.CheckBody(); !errors.Is(err, ErrNoHead) {
+		t.Fatalf("CheckBody before the head = %v, want ErrNoHead", err)
+	}
+	if allowed, err := p.StartHead(200, "GET"); err != nil || !allowed || p.NoBody {
+		t.Fatalf("StartHead(200, GET) = %v, %v (NoBody %v)", allowed, err, p.NoBody)
+	}
+	if _, err := p.StartHead(200, "GET"); !errors.Is(err, ErrHeadWritten) {
+		t.Fatalf("a second StartHead = %v, want ErrHeadWritten", err)
+	}
+	if n, over := p.Allow(1 << 20); n != 1<<20 || over {
+		t.Fatalf("Allow without a Content-Length = %d, %v", n, over)
+	}
+	p.Length, p.Written = 10, 4
+	if n, over := p.Allow(6); n != 6 || over {
+		t.Fatalf("Allow(6) with 6 left = %d, %v", n, over)
+	}
+	if n, over := p.Allow(7); n != 6 || !over {
+		t.Fatalf("Allow(7) with 6 left = %d, %v, want 6, true", n, over)
+	}
+	if !p.Short() {
+		t.Fatal("4 of 10 declared bytes is not Short")
+	}
+	p.Written = 10
+	if p.Short() {
+		t.Fatal("10 of 10 declared bytes is Short")
+	}
+	p.Err = errors.New("peer gone")
+	if err := p.CheckBody(); err != p.Err {
+		t.Fatalf("CheckBody after a write error = %v", err)
+	}
+	p.Done = true
+	if err := p.CheckBody(); !errors.Is(err, ErrResponseDone) {
+		t.Fatalf("CheckBody after the Handler returned = %v", err)
+	}
+	done := NewProgress()
+	done.Done = true
+	if _, err := done.StartHead(200, "GET"); !errors.Is(err, ErrResponseDone) {
+		t.Fatalf("StartHead after the Handler returned = %v", err)
+	}
+}
+
+// TestProgressNoBody: HEAD responses and 1xx, 204 and 304 carry no body;
+// only the status codes forbid one (a HEAD response still declares the
+// length of the GET's body), and a response without a body is never Short.
+func TestProgressNoBody(t *testing.T) {
+	for _, tc := range []struct {
+		code        int
+		method      string
+		bodyAllowed bool
+		noBody      bool
+	}{
+		{200, "GET", true, false},
+		{200, "HEAD", true, true},
+		{101, "GET", false, true},
+		{204, "POST", false, true},
+		{304, "GET", false, true},
+		{404, "GET", true, false},
+	} {
+		p := NewProgress()
+		allowed, err := p.StartHead(tc.code, tc.method)
+		if err != nil || allowed != tc.bodyAllowed || p.NoBody != tc.noBody {
+			t.Errorf("StartHead(%d, %s) = %v, %v with NoBody %v; want %v, nil with NoBody %v",
+				tc.code, tc.method, allowed, err, p.NoBody, tc.bodyAllowed, tc.noBody)
+		}
+		p.Length = 5
+		if p.Short() == tc.noBody {
+			t.Errorf("%d to %s: Short() = %v with 5 bytes declared and none sent", tc.code, tc.method, p.Short())
+		}
+	}
+}
+
+func TestHopByHop(t *testing.T) {
+	for _, name := range []string{"Connection", "keep-alive", "Proxy-Connection", "TRANSFER-ENCODING", "Upgrade"} {
+		if !HopByHop(name) {
+			t.Errorf("HopByHop(%q) = false", name)
+		}
+	}
+	for _, name := range []string{"Content-Length", "Date", "Server", "Content-Type", "Connections", "Upgrade-Insecure-Requests"} {
+		if HopByHop(name) {
+			t.Errorf("HopByHop(%q) = true", name)
+		}
+	}
+}
