@@ -87,15 +87,18 @@ func (s *Server) refusalResponse(why refusal) []byte {
 
 // refusalLog reports refused connections to the error log at most once per
 // refusalLogInterval, with how many were refused since the last report, so
-// that a flood costs a line a second rather than one per connection.
+// that a flood costs a line a second rather than one per connection. What
+// is refused after a report is reported when the interval ends, so the end
+// of a burst does not wait for the next refusal, which may be hours away.
 type refusalLog struct {
-	total atomic.Int64 // refused over MaxConnections since the last report
-	perIP atomic.Int64 // refused over MaxConnectionsPerIP since the last report
-	last  atomic.Int64 // unix nanoseconds of the last report
+	total   atomic.Int64 // refused over MaxConnections since the last report
+	perIP   atomic.Int64 // refused over MaxConnectionsPerIP since the last report
+	last    atomic.Int64 // unix nanoseconds of the last report
+	pending atomic.Bool  // a report is due when the interval ends
 }
 
 // note counts one refusal and logs the counts if the last report is old
-// enough.
+// enough, else makes sure they are logged when the interval ends.
 func (l *refusalLog) note(log *logging.Logger, why refusal, cfg *Config) {
 	switch why {
 	case refusedTotal:
@@ -105,9 +108,23 @@ func (l *refusalLog) note(log *logging.Logger, why refusal, cfg *Config) {
 	}
 	now := time.Now().UnixNano()
 	last := l.last.Load()
-	if now-last < int64(refusalLogInterval) || !l.last.CompareAndSwap(last, now) {
+	if wait := last + int64(refusalLogInterval) - now; wait > 0 {
+		if l.pending.CompareAndSwap(false, true) {
+			time.AfterFunc(time.Duration(wait), func() {
+				l.last.Store(time.Now().UnixNano())
+				l.pending.Store(false)
+				l.report(log, cfg)
+			})
+		}
 		return
 	}
+	if l.last.CompareAndSwap(last, now) {
+		l.report(log, cfg)
+	}
+}
+
+// report logs the refusals counted since the last report, if any.
+func (l *refusalLog) report(log *logging.Logger, cfg *Config) {
 	if n := l.total.Swap(0); n > 0 {
 		log.Warnf("edge: refused %d connection%s: %d open, the most --max-connections allows", n, plural(n), cfg.MaxConnections)
 	}
