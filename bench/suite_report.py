@@ -248,6 +248,14 @@ def cpu_cols(run):
     return f1(total), "—", f1(total)
 
 
+def round_cpu_ratio(entry_a, entry_b):
+    """Median of per-round ratios of CPU µs a request, a/b (all processes of each server)."""
+    ra, rb = entry_a["runs"], entry_b["runs"]
+    vals = [sum(ra[k]["us"].values()) / sum(rb[k]["us"].values()) for k in ra
+            if k in rb and ra[k].get("us") and rb[k].get("us") and sum(rb[k]["us"].values())]
+    return benchtool.median(vals), vals
+
+
 def round_ratio(entry_a, entry_b):
     """Median of per-round req/s ratios a/b (rounds both have)."""
     ra, rb = entry_a["runs"], entry_b["runs"]
@@ -314,7 +322,8 @@ def report(work, md_path, svg_dir, copy_path):
            f"per round), one run for the other scenarios (all on one start of the server); wrk runs of "
            f"{meta['duration']} s after {meta['warmup']} s warm-ups. Server pinned to CPU 0 (nginx too, "
            f"in front of uWSGI), load to CPU 1. `ulimit -n` {meta['nofile']}.",
-           "- bjoern and meinheld are not packaged in Debian, so they are not measured.", ""]
+           "- bjoern and meinheld are not packaged in Debian: they are measured only when the Python "
+           "running the suite can import them (a build on PYTHONPATH), in the hello and Flask scenarios.", ""]
     if skipped:
         out.append("Servers not measured:")
         out.extend(f"- {n}: {why}" for n, why in skipped.items())
@@ -366,7 +375,23 @@ def report(work, md_path, svg_dir, copy_path):
         spread = f", range {min(vals):.2f}x–{max(vals):.2f}x over {len(vals)} rounds" if len(vals) > 1 else ", one round"
         return f"- {what}: **{med:.2f}x** (target ≥ {want}x: {'met' if med >= want else 'MISSED'}{spread})."
 
+    def cpu_goal(key, a, b, most, what):
+        ea, eb = data.get(key, {}).get(a), data.get(key, {}).get(b)
+        if not ea or not eb or "runs" not in ea or "runs" not in eb:
+            return f"- {what}: not measured ({b if not eb or 'runs' not in eb else a} did not run)."
+        med, vals = round_cpu_ratio(ea, eb)
+        if med is None:
+            return f"- {what}: not measured (no CPU figures)."
+        spread = f", range {min(vals):.2f}x–{max(vals):.2f}x over {len(vals)} rounds" if len(vals) > 1 else ", one round"
+        return f"- {what}: **{med:.2f}x** (target ≤ {most}x: {'met' if med <= most else 'MISSED'}{spread})."
+
     hw = meta["hello_workers"]
+    out.append(ratio_goal("hello100", "taipan", "bjoern", 0.8,
+                          f"hello, {hw} worker, 100 connections, taipan / bjoern req/s"))
+    out.append(cpu_goal("hello100", "taipan", "bjoern", 1.25,
+                        f"hello, {hw} worker, 100 connections, taipan / bjoern CPU µs a request (Go and Python)"))
+    out.append(ratio_goal("hello100", "taipan", "meinheld", 1.5,
+                          f"hello, {hw} worker, 100 connections, taipan / meinheld"))
     out.append(ratio_goal("hello100", "taipan", "gunicorn-sync", 4,
                           f"hello, {hw} worker, 100 connections, taipan / gunicorn sync"))
     out.append(ratio_goal("hello100", "taipan", "uwsgi-nginx", 2,
