@@ -53,8 +53,9 @@ type Response struct {
 
 	method string
 	target string // for log messages
-	edge.Progress
-	head []byte
+	head   []byte
+
+	edge.Progress // what has gone out, under the edge's rules
 }
 
 // Init sets where the Response writes, how its heads start, the Server

@@ -14,7 +14,8 @@ import (
 // reused for every request of the connection.
 type response struct {
 	c *conn
-	Progress
+
+	Progress // what has gone out, and the rules every writer applies
 
 	panicked   bool // the Handler panicked
 	chunked    bool // Transfer-Encoding: chunked framing
