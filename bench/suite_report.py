@@ -362,34 +362,28 @@ def report(work, md_path, svg_dir, copy_path):
     # Goals.
     out += ["## Goals", ""]
 
-    def ratio_goal(key, a, b, want, what):
+    def ratio_goal(key, a, b, want, what, ratio=round_ratio, at_most=False):
+        """A goal on the median per-round ratio a/b: req/s (at least want),
+        or with ratio=round_cpu_ratio and at_most, CPU a request (at most)."""
         if key not in data:
             return f"- {what}: not measured (scenario not run)."
         ea, eb = data.get(key, {}).get(a), data.get(key, {}).get(b)
         if not ea or not eb or "runs" not in ea or "runs" not in eb:
             missing = b if (not eb or "runs" not in eb) else a
             return f"- {what}: not measured ({missing} did not run)."
-        med, vals = round_ratio(ea, eb)
+        med, vals = ratio(ea, eb)
         if med is None:
-            return f"- {what}: not measured (no req/s)."
+            return f"- {what}: not measured (no figures)."
+        met = med <= want if at_most else med >= want
         spread = f", range {min(vals):.2f}x–{max(vals):.2f}x over {len(vals)} rounds" if len(vals) > 1 else ", one round"
-        return f"- {what}: **{med:.2f}x** (target ≥ {want}x: {'met' if med >= want else 'MISSED'}{spread})."
-
-    def cpu_goal(key, a, b, most, what):
-        ea, eb = data.get(key, {}).get(a), data.get(key, {}).get(b)
-        if not ea or not eb or "runs" not in ea or "runs" not in eb:
-            return f"- {what}: not measured ({b if not eb or 'runs' not in eb else a} did not run)."
-        med, vals = round_cpu_ratio(ea, eb)
-        if med is None:
-            return f"- {what}: not measured (no CPU figures)."
-        spread = f", range {min(vals):.2f}x–{max(vals):.2f}x over {len(vals)} rounds" if len(vals) > 1 else ", one round"
-        return f"- {what}: **{med:.2f}x** (target ≤ {most}x: {'met' if med <= most else 'MISSED'}{spread})."
+        return f"- {what}: **{med:.2f}x** (target {'≤' if at_most else '≥'} {want}x: {'met' if met else 'MISSED'}{spread})."
 
     hw = meta["hello_workers"]
     out.append(ratio_goal("hello100", "taipan", "bjoern", 0.8,
                           f"hello, {hw} worker, 100 connections, taipan / bjoern req/s"))
-    out.append(cpu_goal("hello100", "taipan", "bjoern", 1.25,
-                        f"hello, {hw} worker, 100 connections, taipan / bjoern CPU µs a request (Go and Python)"))
+    out.append(ratio_goal("hello100", "taipan", "bjoern", 1.25,
+                          f"hello, {hw} worker, 100 connections, taipan / bjoern CPU µs a request (Go and Python)",
+                          ratio=round_cpu_ratio, at_most=True))
     out.append(ratio_goal("hello100", "taipan", "meinheld", 1.5,
                           f"hello, {hw} worker, 100 connections, taipan / meinheld"))
     out.append(ratio_goal("hello100", "taipan", "gunicorn-sync", 4,
