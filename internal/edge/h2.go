@@ -160,7 +160,7 @@ func (h *h2Handler) ServeHTTP(rw http.ResponseWriter, hr *http.Request) {
 		}
 	}
 	w := &st.resp
-	*w = h2Response{rw: rw, req: hr, srv: s}
+	*w = h2Response{rw: rw, req: hr, srv: s, Progress: NewProgress()}
 	defer func() {
 		if s.cfg.AccessLog != nil {
 			st.rec = AccessRecord{
@@ -171,8 +171,8 @@ func (h *h2Handler) ServeHTTP(rw http.ResponseWriter, hr *http.Request) {
 				Method:       r.Method,
 				Target:       r.Target,
 				Proto:        "HTTP/2.0",
-				Status:       w.code,
-				BodyBytes:    w.written,
+				Status:       w.Code,
+				BodyBytes:    w.Written,
 				Referer:      hr.Referer(),
 				UserAgent:    hr.UserAgent(),
 				RequestBytes: st.body.Len(),
@@ -234,16 +234,17 @@ func (h *h2Handler) readBody(hr *http.Request, b *Body) *httpError {
 	return nil
 }
 
-// h2Response is a ResponseWriter for one HTTP/2 stream.
+// h2Response is a ResponseWriter for one HTTP/2 stream. It applies the
+// rules of the HTTP/1.1 writer (Progress) before x/net/http2 sees a byte:
+// a body the status or method does not allow is dropped, not an error that
+// would reset the stream, and none goes out past the declared length.
 type h2Response struct {
-	rw      http.ResponseWriter
-	req     *http.Request
-	srv     *Server
-	code    int
-	written int64
-	head    bool
-	aborted bool
-	armed   time.Time // when the stream's write deadline was last set
+	rw    http.ResponseWriter
+	req   *http.Request
+	srv   *Server
+	armed time.Time // when the stream's write deadline was last set
+
+	Progress // what has gone out
 }
 
 // smallH2Body is the largest complete response body written without a
@@ -266,14 +267,13 @@ func (w *h2Response) armWriteDeadline() {
 	http.NewResponseController(w.rw).SetWriteDeadline(now.Add(timeout))
 }
 
-func (w *h2Response) HeadWritten() bool { return w.head }
+func (w *h2Response) HeadWritten() bool { return w.HeadSent }
 
 func (w *h2Response) WriteHead(head *ResponseHead, body []byte, complete bool) error {
-	if w.head {
-		return ErrHeadWritten
+	bodyAllowed, err := w.StartHead(head.Code, w.req.Method)
+	if err != nil {
+		return err
 	}
-	w.head = true
-	w.code = head.Code
 	hdr := w.rw.Header()
 	var hasServer bool
 	for _, f := range head.Header {
@@ -283,9 +283,18 @@ func (w *h2Response) WriteHead(head *ResponseHead, body []byte, complete bool) e
 		case hServer:
 			hasServer = true
 		case hContentLength:
-			if complete {
-				continue // set below from the body
+			if complete || !bodyAllowed {
+				continue // set below from the body, or not at all
 			}
+			if w.Length >= 0 {
+				continue // repeated: the first counts, as over HTTP/1.1
+			}
+			n, herr := parseDecimal(strings.Trim(f.Value, " \t"))
+			if herr != nil {
+				w.srv.log.Warnf("edge: dropping invalid response Content-Length %q for %s %s", f.Value, w.req.Method, w.req.URL.RequestURI())
+				continue
+			}
+			w.Length = n
 		}
 		if strings.EqualFold(f.Name, "Transfer-Encoding") {
 			continue
@@ -295,12 +304,12 @@ func (w *h2Response) WriteHead(head *ResponseHead, body []byte, complete bool) e
 	if !hasServer && w.srv.cfg.ServerHeader != "" {
 		hdr.Set("Server", w.srv.cfg.ServerHeader)
 	}
-	bodyAllowed := head.Code >= 200 && head.Code != 204 && head.Code != 304
 	if complete && bodyAllowed {
+		w.Length = int64(len(body))
 		hdr.Set("Content-Length", strconv.Itoa(len(body)))
 	}
 	w.rw.WriteHeader(head.Code)
-	if len(body) > 0 && bodyAllowed {
+	if len(body) > 0 && !w.NoBody {
 		// A small complete response is written without a stream deadline:
 		// arming one costs a message to the connection's goroutine, a few
 		// percent of a small request, and a stalled one holds only this
@@ -308,11 +317,11 @@ func (w *h2Response) WriteHead(head *ResponseHead, body []byte, complete bool) e
 		// ends, bounded by its stream limit. No worker waits on it.
 		if complete && len(body) <= smallH2Body {
 			n, err := w.rw.Write(body)
-			w.written += int64(n)
+			w.Written += int64(n)
 			if err != nil {
 				return err
 			}
-		} else if err := w.write(body); err != nil {
+		} else if err := w.writeBody(body); err != nil {
 			return err
 		}
 	}
@@ -323,40 +332,60 @@ func (w *h2Response) WriteHead(head *ResponseHead, body []byte, complete bool) e
 }
 
 func (w *h2Response) Write(p []byte) error {
-	if !w.head {
-		return ErrNoHead
+	if err := w.CheckBody(); err != nil {
+		return err
 	}
-	if err := w.write(p); err != nil {
+	if len(p) == 0 || w.NoBody {
+		return nil
+	}
+	if err := w.writeBody(p); err != nil {
 		return err
 	}
 	return http.NewResponseController(w.rw).Flush()
 }
 
-// write writes p in slices, each under a fresh write deadline, so that the
-// deadline bounds a client that stops reading, not a slow but steady one.
-func (w *h2Response) write(p []byte) error {
-	for len(p) > 0 {
+// writeBody writes p, without the bytes past a declared length, in slices,
+// each under a fresh write deadline, so that the deadline bounds a client
+// that stops reading, not a slow but steady one.
+func (w *h2Response) writeBody(p []byte) error {
+	n, over := w.Allow(int64(len(p)))
+	for p = p[:n]; len(p) > 0; {
 		w.armWriteDeadline()
 		n, err := w.rw.Write(p[:min(len(p), writeSlice)])
-		w.written += int64(n)
+		w.Written += int64(n)
 		if err != nil {
-			return err
+			return w.fail(err)
 		}
 		p = p[n:]
+	}
+	if over {
+		return ErrBodyTooLong
 	}
 	return nil
 }
 
-func (w *h2Response) SendFile(f *os.File, offset, n int64) error {
-	if !w.head {
-		return ErrNoHead
+// fail records a write error: the stream is gone.
+func (w *h2Response) fail(err error) error {
+	if w.Err == nil {
+		w.Err = err
 	}
+	return err
+}
+
+func (w *h2Response) SendFile(f *os.File, offset, n int64) error {
+	if err := w.CheckBody(); err != nil {
+		return err
+	}
+	if n <= 0 || w.NoBody {
+		return nil
+	}
+	n, over := w.Allow(n)
 	for n > 0 {
 		w.armWriteDeadline()
 		m, err := io.Copy(w.rw, io.NewSectionReader(f, offset, min(n, writeSlice)))
-		w.written += m
+		w.Written += m
 		if err != nil {
-			return err
+			return w.fail(err)
 		}
 		if m == 0 {
 			return io.ErrUnexpectedEOF // the file is shorter than announced
@@ -364,12 +393,18 @@ func (w *h2Response) SendFile(f *os.File, offset, n int64) error {
 		offset += m
 		n -= m
 	}
-	return http.NewResponseController(w.rw).Flush()
+	if err := http.NewResponseController(w.rw).Flush(); err != nil {
+		return w.fail(err)
+	}
+	if over {
+		return ErrBodyTooLong
+	}
+	return nil
 }
 
 // Abort resets the stream once the Handler returns, so the client sees
 // the response fail instead of end.
-func (w *h2Response) Abort() { w.aborted = true }
+func (w *h2Response) Abort() { w.Aborted = true }
 
 func (w *h2Response) ClientGone() <-chan struct{} { return w.req.Context().Done() }
 
@@ -379,14 +414,15 @@ func (w *h2Response) Upgrade(*ResponseHead) (*Upgraded, error) { return nil, err
 
 // finish completes the stream after the Handler returned.
 func (w *h2Response) finish() {
-	if w.aborted {
+	if w.Aborted {
 		panic(http.ErrAbortHandler) // http2 resets the stream
 	}
-	if !w.head {
+	if !w.HeadSent {
 		w.WriteHead(&ResponseHead{Code: 500, Status: "500 Internal Server Error",
 			Header: []HeaderField{{Name: "Content-Type", Value: "text/plain; charset=utf-8"}}},
 			[]byte("Internal Server Error\n"), true)
 	}
+	w.Done = true
 }
 
 // h2cUpgrade reports whether r asks to switch to HTTP/2 (RFC 7540 section

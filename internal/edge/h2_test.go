@@ -12,6 +12,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -213,5 +214,61 @@ func TestNoH2CByDefault(t *testing.T) {
 	line, _ := bufio.NewReader(c).ReadString('\n')
 	if !strings.HasPrefix(line, "HTTP/1.1 505") {
 		t.Fatalf("preface without --h2c answered %q", line)
+	}
+}
+
+// TestH2ResponseRules: the HTTP/2 writer applies the HTTP/1.1 writer's
+// rules before x/net/http2 sees the bytes. A body streamed after a 304 head
+// or in answer to HEAD is dropped without an error (x/net/http2 would
+// refuse it, and the bridge would then reset the stream), and a body longer
+// than its declared Content-Length is cut there, with ErrBodyTooLong.
+func TestH2ResponseRules(t *testing.T) {
+	cert, pool := selfSigned(t)
+	cfg := DefaultConfig()
+	cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12}
+	writeErr := make(chan error, 1)
+	addr := startHandler(t, cfg, HandlerFunc(func(w ResponseWriter, r *Request) {
+		switch r.Path {
+		case "/not-modified":
+			w.WriteHead(&ResponseHead{Code: 304, Status: "304 Not Modified"}, nil, false)
+		case "/declared":
+			w.WriteHead(&ResponseHead{Code: 200, Header: []HeaderField{{Name: "Content-Length", Value: "5"}}}, nil, false)
+		default:
+			w.WriteHead(&ResponseHead{Code: 200}, nil, false)
+		}
+		writeErr <- w.Write([]byte("0123456789"))
+	}))
+	clients := map[string]*http.Client{
+		"HTTP/2.0": {Transport: &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}},
+		"HTTP/1.1": {Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}},
+	}
+	for proto, c := range clients {
+		for _, tc := range []struct {
+			method, path string
+			code         int
+			body         string
+			err          error
+		}{
+			{"GET", "/not-modified", 304, "", nil},
+			{"HEAD", "/", 200, "", nil},
+			{"GET", "/declared", 200, "01234", ErrBodyTooLong},
+			{"GET", "/", 200, "0123456789", nil},
+		} {
+			req, _ := http.NewRequest(tc.method, "https://"+addr+tc.path, nil)
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Errorf("%s %s %s: %v", proto, tc.method, tc.path, err)
+				<-writeErr
+				continue
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if werr := <-writeErr; !errors.Is(werr, tc.err) {
+				t.Errorf("%s %s %s: Write returned %v, want %v", proto, tc.method, tc.path, werr, tc.err)
+			}
+			if err != nil || resp.StatusCode != tc.code || string(body) != tc.body || resp.Proto != proto {
+				t.Errorf("%s %s %s: %s %d %q (read error %v), want %d %q", proto, tc.method, tc.path, resp.Proto, resp.StatusCode, body, err, tc.code, tc.body)
+			}
+		}
 	}
 }
