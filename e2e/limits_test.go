@@ -218,6 +218,41 @@ func TestLimitsMaxConnectionsPerIP(t *testing.T) {
 	}
 }
 
+// TestLimitsBodyTimeout: a client that stops in the middle of its request
+// body gets 408 once it has sent nothing for --body-timeout seconds, and
+// the request never reaches the app; one that keeps sending, however
+// slowly, is not cut off.
+func TestLimitsBodyTimeout(t *testing.T) {
+	t.Parallel()
+	s := startLimitsApp(t, "-w", "1", "--body-timeout", "1")
+	k := dialKept(t, s, nil)
+	before := appSeen(t, k)
+
+	c := dialRaw(t, s.Addr)
+	start := time.Now()
+	io.WriteString(c, "POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+	resp, _ := ReadResponse(t, bufio.NewReader(c), "POST")
+	waited := time.Since(start)
+	if resp.StatusCode != 408 || waited < 900*time.Millisecond || waited > 5*time.Second {
+		t.Errorf("a body stalled after 3 of 10 bytes: %d after %v, want 408 after about 1 s", resp.StatusCode, waited.Round(time.Millisecond))
+	}
+
+	// Three pauses of 0.6 s each, 1.8 s in all: each is within the timeout.
+	c = dialRaw(t, s.Addr)
+	br := bufio.NewReader(c)
+	io.WriteString(c, "POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n")
+	for _, b := range []string{"a", "b", "c", "d"} {
+		time.Sleep(600 * time.Millisecond)
+		io.WriteString(c, b)
+	}
+	if resp, body := ReadResponse(t, br, "POST"); resp.StatusCode != 200 {
+		t.Errorf("a body sent a byte every 0.6 s: %d %q, want 200", resp.StatusCode, body)
+	}
+	if after := appSeen(t, k); after != before+1 {
+		t.Errorf("the app saw %d requests, want 1: the slow body's, not the stalled one", after-before)
+	}
+}
+
 // TestLimitsMaxRequestsPerConnection: the Nth request of a keep-alive
 // connection is answered with Connection: close and the connection ends;
 // pipelined requests beyond it are not run.

@@ -87,6 +87,7 @@ type Config struct {
 	TmpDir                string
 	KeepAlive             time.Duration
 	HeaderTimeout         time.Duration
+	BodyTimeout           time.Duration // the longest pause while a client sends a request body
 	WriteTimeout          time.Duration // the time a client has to take each piece (256 KiB) of its response
 	// Connection limits of the HTTP listeners (0 = none): open at once in
 	// all and from one client address, and requests per keep-alive
@@ -205,6 +206,7 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 		BodyMemoryLimit:       1 << 20,
 		KeepAlive:             5 * time.Second,
 		HeaderTimeout:         10 * time.Second,
+		BodyTimeout:           30 * time.Second,
 		WriteTimeout:          60 * time.Second,
 		ServerHeader:          "taipan",
 		WSMaxSize:             16 << 20,
@@ -227,6 +229,7 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 		graceful, boot, keepAlive = seconds(c.GracefulTimeout), seconds(c.BootTimeout), seconds(c.KeepAlive)
 		drainDelay                seconds
 		headerTimeout             = seconds(c.HeaderTimeout)
+		bodyTimeout               = seconds(c.BodyTimeout)
 		writeTimeout              = seconds(c.WriteTimeout)
 		timeout                   = seconds(c.Timeout)
 		heartbeat, hbTimeout      = seconds(c.Heartbeat), seconds(c.HeartbeatTimeout)
@@ -280,6 +283,7 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 	fs.StringVar(&c.PidFile, "pid", "", "")
 	fs.Var(&keepAlive, "keep-alive", "")
 	fs.Var(&headerTimeout, "header-timeout", "")
+	fs.Var(&bodyTimeout, "body-timeout", "")
 	fs.Var(&writeTimeout, "write-timeout", "")
 	fs.IntVar(&c.MaxConnections, "max-connections", 0, "")
 	fs.IntVar(&c.MaxConnectionsPerIP, "max-connections-per-ip", 0, "")
@@ -484,9 +488,12 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 		}
 	}
 	c.KeepAlive, c.HeaderTimeout = time.Duration(keepAlive), time.Duration(headerTimeout)
-	c.WriteTimeout = time.Duration(writeTimeout)
+	c.WriteTimeout, c.BodyTimeout = time.Duration(writeTimeout), time.Duration(bodyTimeout)
 	if c.WriteTimeout <= 0 {
 		return nil, Serve, usagef("--write-timeout must be positive")
+	}
+	if c.BodyTimeout <= 0 {
+		return nil, Serve, usagef("--body-timeout must be positive")
 	}
 	if c.MaxConnections < 0 || c.MaxConnectionsPerIP < 0 || c.MaxRequestsPerConnection < 0 {
 		return nil, Serve, usagef("--max-connections, --max-connections-per-ip and --max-requests-per-connection must not be negative")
@@ -823,6 +830,8 @@ Server:
       --keep-alive S         idle seconds before a keep-alive connection is
                              closed (default 5)
       --header-timeout S     seconds a client has to send a request head (default 10)
+      --body-timeout S       seconds a client may pause while it sends a request
+                             body; past them it gets 408 (default 30)
       --write-timeout S      seconds a client has to take each 256 KiB of its
                              response before it is disconnected (default 60)
 

@@ -187,7 +187,7 @@ func (h *h2Handler) ServeHTTP(rw http.ResponseWriter, hr *http.Request) {
 		h2Streams.Put(st)
 	}()
 
-	if herr := h.readBody(hr, &st.body); herr != nil {
+	if herr := h.readBody(rw, hr, &st.body); herr != nil {
 		w.WriteHead(&ResponseHead{Code: herr.code, Status: herr.status,
 			Header: []HeaderField{{Name: "Content-Type", Value: "text/plain; charset=utf-8"}}},
 			[]byte(herr.status[4:]+": "+herr.reason+"\n"), true)
@@ -199,8 +199,9 @@ func (h *h2Handler) ServeHTTP(rw http.ResponseWriter, hr *http.Request) {
 	w.finish()
 }
 
-// readBody buffers the request body into b as the HTTP/1.1 engine does.
-func (h *h2Handler) readBody(hr *http.Request, b *Body) *httpError {
+// readBody buffers the request body into b as the HTTP/1.1 engine does,
+// with the same bound on each wait for body bytes.
+func (h *h2Handler) readBody(rw http.ResponseWriter, hr *http.Request, b *Body) *httpError {
 	cfg := &h.srv.cfg
 	if hr.Body == nil || hr.Body == http.NoBody {
 		return nil
@@ -213,16 +214,21 @@ func (h *h2Handler) readBody(hr *http.Request, b *Body) *httpError {
 	if cfg.LimitRequestBody >= 0 {
 		limit = cfg.LimitRequestBody
 	}
-	var src io.Reader = hr.Body
+	body := &h2BodyReader{body: hr.Body, rc: http.NewResponseController(rw), timeout: cfg.BodyReadTimeout}
+	defer body.disarm()
+	var src io.Reader = body
 	if limit >= 0 {
-		src = io.LimitReader(hr.Body, limit+1)
+		src = io.LimitReader(body, limit+1)
 	}
 	if _, err := io.Copy(buf, src); err != nil {
 		buf.Discard()
 		var se *spillError
-		if errors.As(err, &se) {
+		switch {
+		case errors.As(err, &se):
 			h.srv.log.Errorf("%v", se)
 			return bufferFailure(se)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return &httpError{408, "408 Request Timeout", "timed out reading the request"}
 		}
 		return &httpError{400, "400 Bad Request", "incomplete request body"}
 	}
@@ -232,6 +238,34 @@ func (h *h2Handler) readBody(hr *http.Request, b *Body) *httpError {
 	}
 	*b = *buf.Body()
 	return nil
+}
+
+// h2BodyReader gives each read of an HTTP/2 request body a fresh deadline,
+// as the HTTP/1.1 engine gives each read of a body: a stream whose client
+// stops sending its body ends with 408 instead of staying open. Setting a
+// deadline costs a message to the connection's goroutine, so it is not
+// moved again for small steps.
+type h2BodyReader struct {
+	body    io.Reader
+	rc      *http.ResponseController
+	timeout time.Duration
+	armed   time.Time // when the deadline was last set; zero: none is set
+}
+
+func (r *h2BodyReader) Read(p []byte) (int, error) {
+	now := time.Now()
+	if r.armed.IsZero() || now.Sub(r.armed) > r.timeout/64 {
+		r.armed = now
+		r.rc.SetReadDeadline(now.Add(r.timeout))
+	}
+	return r.body.Read(p)
+}
+
+// disarm clears the deadline, if one was set.
+func (r *h2BodyReader) disarm() {
+	if !r.armed.IsZero() {
+		r.rc.SetReadDeadline(time.Time{})
+	}
 }
 
 // h2Response is a ResponseWriter for one HTTP/2 stream. It applies the

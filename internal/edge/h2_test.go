@@ -272,3 +272,53 @@ func TestH2ResponseRules(t *testing.T) {
 		}
 	}
 }
+
+// TestH2BodyReadTimeout: an HTTP/2 client that stops in the middle of its
+// request body gets 408 after BodyReadTimeout, as over HTTP/1.1, and the
+// Handler never runs; one that keeps sending is served.
+func TestH2BodyReadTimeout(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.H2C = true
+	cfg.BodyReadTimeout = 300 * time.Millisecond
+	addr := startEdge(t, cfg)
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http2.Transport{AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}}}
+
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go pw.Write([]byte("abc")) // then nothing
+	req, _ := http.NewRequest("POST", "http://"+addr+"/stalled", pr)
+	req.ContentLength = 10
+	start := time.Now()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if waited := time.Since(start); resp.StatusCode != 408 || waited > 5*time.Second {
+		t.Fatalf("a stalled HTTP/2 body: %d %q after %v, want 408 after about 0.3 s", resp.StatusCode, body, waited)
+	}
+
+	pr, pw = io.Pipe()
+	go func() {
+		for _, b := range []string{"a", "b", "c", "d"} {
+			time.Sleep(200 * time.Millisecond)
+			pw.Write([]byte(b))
+		}
+		pw.Close()
+	}()
+	req, _ = http.NewRequest("POST", "http://"+addr+"/slow", pr)
+	req.ContentLength = 4
+	resp, err = c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasSuffix(string(body), "body=4") {
+		t.Fatalf("a slow HTTP/2 body, a byte every 0.2 s: %d %q", resp.StatusCode, body)
+	}
+}

@@ -137,6 +137,7 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 		BodyMemoryLimit:       cfg.BodyMemoryLimit,
 		TempDir:               cfg.TmpDir,
 		ReadHeaderTimeout:     cfg.HeaderTimeout,
+		BodyReadTimeout:       cfg.BodyTimeout,
 		KeepAliveTimeout:      cfg.KeepAlive,
 		WriteTimeout:          cfg.WriteTimeout,
 
