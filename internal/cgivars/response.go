@@ -107,15 +107,13 @@ func (w *Response) WriteHead(head *edge.ResponseHead, body []byte, complete bool
 		case edge.HopByHop(f.Name):
 			continue
 		case strings.EqualFold(f.Name, "Content-Length"):
-			if !bodyAllowed || w.Length >= 0 {
-				continue
-			}
-			n, ok := parseDecimal(strings.Trim(f.Value, " \t"))
-			if !ok {
+			keep, invalid := w.DeclareLength(f.Value)
+			if invalid {
 				w.log.Warnf("dropping invalid response Content-Length %q for %s %s", f.Value, w.method, w.target)
+			}
+			if !keep {
 				continue
 			}
-			w.Length = n
 		case strings.EqualFold(f.Name, "Date"):
 			hasDate = true
 		case strings.EqualFold(f.Name, "Server"):

@@ -317,18 +317,16 @@ func (w *h2Response) WriteHead(head *ResponseHead, body []byte, complete bool) e
 		case hServer:
 			hasServer = true
 		case hContentLength:
-			if complete || !bodyAllowed {
-				continue // set below from the body, or not at all
+			if complete {
+				continue // set below from the body
 			}
-			if w.Length >= 0 {
-				continue // repeated: the first counts, as over HTTP/1.1
-			}
-			n, herr := parseDecimal(strings.Trim(f.Value, " \t"))
-			if herr != nil {
+			keep, invalid := w.DeclareLength(f.Value)
+			if invalid {
 				w.srv.log.Warnf("edge: dropping invalid response Content-Length %q for %s %s", f.Value, w.req.Method, w.req.URL.RequestURI())
+			}
+			if !keep {
 				continue
 			}
-			w.Length = n
 		}
 		if strings.EqualFold(f.Name, "Transfer-Encoding") {
 			continue

@@ -1,6 +1,9 @@
 package edge
 
-import "errors"
+import (
+	"errors"
+	"strings"
+)
 
 // The errors a ResponseWriter returns when it is used against the rules.
 var (
@@ -41,9 +44,29 @@ func (p *Progress) StartHead(code int, method string) (bodyAllowed bool, err err
 	}
 	p.HeadSent = true
 	p.Code = code
-	bodyAllowed = code >= 200 && code != 204 && code != 304
+	bodyAllowed = allowsBody(code)
 	p.NoBody = method == "HEAD" || !bodyAllowed
 	return bodyAllowed, nil
+}
+
+// allowsBody reports whether a response with status code may have a body.
+func allowsBody(code int) bool { return code >= 200 && code != 204 && code != 304 }
+
+// DeclareLength takes the value of a Content-Length header in the head
+// being started and reports whether the header goes out. It does not for a
+// status without a body, nor after a length is already declared (the first
+// counts), nor when the value is not 1*DIGIT; invalid reports that case,
+// for the caller to log.
+func (p *Progress) DeclareLength(value string) (keep, invalid bool) {
+	if !allowsBody(p.Code) || p.Length >= 0 {
+		return false, false
+	}
+	n, herr := parseDecimal(strings.Trim(value, " \t"))
+	if herr != nil {
+		return false, true
+	}
+	p.Length = n
+	return true, false
 }
 
 // CheckBody returns the error a body write gets now, or nil.

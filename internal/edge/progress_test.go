@@ -90,3 +90,31 @@ func TestHopByHop(t *testing.T) {
 		}
 	}
 }
+
+// TestProgressDeclareLength: the first valid Content-Length of a head that
+// may have a body is kept and bounds the body; a repeat, an invalid value
+// and any value on a 304 are dropped.
+func TestProgressDeclareLength(t *testing.T) {
+	p := NewProgress()
+	p.StartHead(200, "GET")
+	for _, tc := range []struct {
+		value         string
+		keep, invalid bool
+	}{
+		{"x5", false, true},
+		{" 12 ", true, false},
+		{"7", false, false},
+	} {
+		if keep, invalid := p.DeclareLength(tc.value); keep != tc.keep || invalid != tc.invalid {
+			t.Errorf("DeclareLength(%q) = %v, %v; want %v, %v", tc.value, keep, invalid, tc.keep, tc.invalid)
+		}
+	}
+	if p.Length != 12 {
+		t.Errorf("Length = %d after the headers, want the first valid one, 12", p.Length)
+	}
+	notModified := NewProgress()
+	notModified.StartHead(304, "GET")
+	if keep, invalid := notModified.DeclareLength("12"); keep || invalid || notModified.Length != -1 {
+		t.Errorf("a 304's Content-Length: kept %v, invalid %v, Length %d", keep, invalid, notModified.Length)
+	}
+}

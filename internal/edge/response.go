@@ -181,15 +181,13 @@ func (w *response) WriteHead(head *ResponseHead, body []byte, complete bool) err
 		case hHopByHop:
 			continue
 		case hContentLength:
-			if !bodyAllowed || w.Length >= 0 {
-				continue
-			}
-			n, herr := parseDecimal(strings.Trim(f.Value, " \t"))
-			if herr != nil {
+			keep, invalid := w.DeclareLength(f.Value)
+			if invalid {
 				c.srv.log.Warnf("edge: dropping invalid response Content-Length %q for %s %s", f.Value, r.Method, r.Target)
+			}
+			if !keep {
 				continue
 			}
-			w.Length = n
 		case hServer:
 			hasServer = true
 		case hDate:
@@ -250,18 +248,12 @@ var errNotSwitching = errors.New("edge: Upgrade needs a 101 response")
 
 // Upgrade sends a 101 response and hands the connection over.
 func (w *response) Upgrade(head *ResponseHead) (*Upgraded, error) {
-	if w.Done {
-		return nil, ErrResponseDone
-	}
-	if w.HeadSent {
-		return nil, ErrHeadWritten
-	}
 	if head.Code != 101 {
 		return nil, errNotSwitching
 	}
-	w.HeadSent = true
-	w.Code = 101
-	w.NoBody = true
+	if _, err := w.StartHead(101, w.c.req.Method); err != nil {
+		return nil, err
+	}
 	w.upgraded = true
 	w.closeAfter = true
 	c := w.c
