@@ -33,7 +33,8 @@ type bodySink struct {
 
 // readFrom appends exactly n bytes from br to the body.
 func (s *bodySink) readFrom(br *bufio.Reader, n int64) error {
-	if s.file == nil && s.size+n > s.memLimit {
+	// Compared without adding, which could wrap for a huge chunk size.
+	if s.file == nil && n > s.memLimit-s.size {
 		if err := s.spill(); err != nil {
 			return err
 		}
@@ -262,7 +263,7 @@ func (c *conn) readChunked(sink *bodySink) error {
 		if size == 0 {
 			return c.skipTrailers()
 		}
-		if cfg.bodyTooLarge(sink.size + size) {
+		if cfg.bodyGrowsTooLarge(sink.size, size) {
 			return &httpError{413, "413 Content Too Large", "request body too large"}
 		}
 		if err := sink.readFrom(c.br, size); err != nil {

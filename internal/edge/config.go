@@ -167,3 +167,11 @@ func (c *Config) setDefaults() {
 func (c *Config) bodyTooLarge(n int64) bool {
 	return c.LimitRequestBody >= 0 && n > c.LimitRequestBody
 }
+
+// bodyGrowsTooLarge reports whether n more bytes on a body of have bytes
+// exceed the limit. It compares without adding: a chunk size near the top
+// of int64, as a client may announce, would make the sum wrap negative and
+// pass.
+func (c *Config) bodyGrowsTooLarge(have, n int64) bool {
+	return c.LimitRequestBody >= 0 && n > c.LimitRequestBody-have
+}

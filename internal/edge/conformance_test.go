@@ -207,7 +207,8 @@ func conformanceCorpus() []conformanceCase {
 		{catRequestLine, "origin-form / inside query", "9112 §3.2.1, RFC 3986 §3.4", getReq("/a?x=/y"), ok(see("GET", "/a?x=/y", "/a", "x=/y", "h"))},
 		{catRequestLine, "origin-form empty segments", "9112 §3.2.1", getReq("//a//b/"), ok(see("GET", "//a//b/", "//a//b/", "", "h"))},
 		{catRequestLine, "origin-form dot segments kept", "9112 §3.2.1 (normalising is the app's business)", getReq("/a/../b/./c"), ok(see("GET", "/a/../b/./c", "/a/../b/./c", "", "h"))},
-		{catRequestLine, "absolute-form: target authority replaces Host", "9112 §3.2.2 MUST ignore Host", head("GET http://example.com/p?q=1 HTTP/1.1", "Host: other"), ok(see("GET", "http://example.com/p?q=1", "/p", "q=1", "example.com"))},
+		{catRequestLine, "absolute-form: target authority replaces Host", "9112 §3.2.2 MUST ignore Host", head("GET http://example.com/p?q=1 HTTP/1.1", "Host: other"), ok(see("GET", "http://example.com/p?q=1", "/p", "q=1", "example.com").field("Host", "example.com"))},
+		{catRequestLine, "absolute-form in HTTP/1.0 without Host", "9112 §3.2.2", head("GET http://example.com/p HTTP/1.0", "Connection: keep-alive"), ok(see("GET", "http://example.com/p", "/p", "", "example.com").http10().field("Host", "example.com"))},
 		{catRequestLine, "absolute-form with port", "9112 §3.2.2", head("GET http://example.com:8080/p HTTP/1.1", "Host: h"), ok(see("GET", "http://example.com:8080/p", "/p", "", "example.com:8080"))},
 		{catRequestLine, "absolute-form https", "9112 §3.2.2", head("GET https://example.com/p HTTP/1.1", "Host: h"), ok(see("GET", "https://example.com/p", "/p", "", "example.com"))},
 		{catRequestLine, "absolute-form empty path", "9112 §3.2.2, 9110 §4.2.3 (empty path is /)", head("GET http://example.com HTTP/1.1", "Host: h"), ok(see("GET", "http://example.com", "/", "", "example.com"))},
@@ -395,6 +396,7 @@ func conformanceCorpus() []conformanceCase {
 		{catTE, "empty value", "9112 §6.1 transfer-coding list needs one element", withTE("", ""), reject(400)},
 		{catTE, "in HTTP/1.0", "9112 §6.1 treat the framing as faulty; rejecting is safe", head("POST / HTTP/1.0", "Transfer-Encoding: chunked") + "0\r\n\r\n", reject(400)},
 		{catTE, "body over the limit", "9110 §15.5.14 413", chunkedPost("7fffffffffffffff\r\n"), reject(413)},
+		{catTE, "size that wraps the running total", "9110 §15.5.14 413 (sum of chunk sizes must not overflow)", chunkedPost("1\r\na\r\n7fffffffffffffff\r\n" + strings.Repeat("x", 1000)), reject(413)},
 
 		// Chunked body: chunk-size, extensions, trailers.
 		{catChunked, "several chunks", "9112 §7.1", chunkedPost("3\r\nabc\r\n2\r\nde\r\n1\r\nf\r\n0\r\n\r\n"), ok(postSeen("abcdef"))},

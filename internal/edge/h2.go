@@ -478,13 +478,26 @@ func h2cUpgrade(r *Request) (settings string, ok bool) {
 // connection as HTTP/2, with the request as stream 1.
 func (c *conn) upgradeToH2C(settings string) {
 	r := &c.req
-	hr, err := http.NewRequest(r.Method, "http://"+r.Host+r.Target, r.Body.Reader())
+	hr, err := http.NewRequest(r.Method, "http://"+r.Host+"/", r.Body.Reader())
 	if err != nil {
 		return
 	}
+	// Stream 1 must look like any HTTP/2 request: an origin-form (or
+	// asterisk) target, the authority as Host only, and none of the HTTP/1
+	// connection's own fields (RFC 9113 section 8.2.2), the upgrade's
+	// among them.
+	hr.RequestURI = r.Target
+	if r.Target != "*" && !strings.HasPrefix(r.Target, "/") {
+		hr.RequestURI = r.Path // absolute-form: the authority is r.Host
+		if r.RawQuery != "" {
+			hr.RequestURI += "?" + r.RawQuery
+		}
+	}
 	hr.ContentLength = r.Body.Len()
 	for _, f := range r.Header {
-		hr.Header.Add(f.Name, f.Value)
+		if !h2cDropsField(f.Name, r.Header) {
+			hr.Header.Add(f.Name, f.Value)
+		}
 	}
 	hr.Host = r.Host
 	hr.RemoteAddr = c.rwc.RemoteAddr().String()
@@ -499,6 +512,23 @@ func (c *conn) upgradeToH2C(settings string) {
 	}
 	c.rwc.SetDeadline(time.Time{})
 	c.srv.h2.serveConn(c, &bufferedConn{Conn: c.rwc, br: c.br}, hr, raw)
+}
+
+// h2cDropsField reports whether an upgrading request's field stays behind
+// with the HTTP/1 connection: Host (HTTP/2 carries it as the authority),
+// the connection-specific fields, HTTP2-Settings, and any field the
+// Connection header names.
+func h2cDropsField(name string, header []HeaderField) bool {
+	if HopByHop(name) || strings.EqualFold(name, "Host") || strings.EqualFold(name, "HTTP2-Settings") ||
+		strings.EqualFold(name, "TE") {
+		return true
+	}
+	for _, f := range header {
+		if strings.EqualFold(f.Name, "Connection") && httpsyntax.HasToken(f.Value, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // decodeSettings decodes the base64url HTTP2-Settings value.

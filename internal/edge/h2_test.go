@@ -164,6 +164,15 @@ func TestH2C(t *testing.T) {
 
 	// Upgrade: h2c, by hand: 101, then the answer to the request as
 	// stream 1 in HTTP/2 frames.
+	if got := upgradeAndRead(t, addr, "GET /up HTTP/1.1\r\nHost: x\r\n"); got != "HTTP/2 http GET /up host=x body=0" {
+		t.Fatalf("stream 1: %q", got)
+	}
+}
+
+// upgradeAndRead sends head (a request line and header fields) with the h2c
+// upgrade fields added, and returns the body of stream 1's answer.
+func upgradeAndRead(t *testing.T, addr, head string) string {
+	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -171,7 +180,7 @@ func TestH2C(t *testing.T) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	settings := base64.RawURLEncoding.EncodeToString(nil)
-	fmt.Fprintf(c, "GET /up HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: %s\r\n\r\n", settings)
+	fmt.Fprintf(c, "%sConnection: Upgrade, HTTP2-Settings, X-Hop\r\nUpgrade: h2c\r\nHTTP2-Settings: %s\r\nX-Hop: 1\r\n\r\n", head, settings)
 	br := bufio.NewReader(c)
 	status, _ := br.ReadString('\n')
 	if !strings.HasPrefix(status, "HTTP/1.1 101") {
@@ -192,10 +201,32 @@ func TestH2C(t *testing.T) {
 			t.Fatalf("reading HTTP/2 frames after the upgrade: %v", err)
 		}
 		if d, ok := f.(*http2.DataFrame); ok && d.StreamID == 1 {
-			if got := string(d.Data()); got != "HTTP/2 http GET /up host=x body=0" {
-				t.Fatalf("stream 1: %q", got)
-			}
-			return
+			return string(d.Data())
+		}
+	}
+}
+
+// The request that upgrades to h2c reaches the Handler as any HTTP/2
+// request would: Host once, none of the HTTP/1 connection's fields, and an
+// origin-form or asterisk target whatever form the HTTP/1 line had.
+func TestH2CUpgradeRequestAsHTTP2(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.H2C = true
+	addr := startHandler(t, cfg, HandlerFunc(func(w ResponseWriter, r *Request) {
+		var b strings.Builder
+		fmt.Fprintf(&b, "%s %s path=%s query=%s host=%s;", r.Method, r.Target, r.Path, r.RawQuery, r.Host)
+		for _, f := range r.Header {
+			fmt.Fprintf(&b, " %s=%s", strings.ToLower(f.Name), f.Value)
+		}
+		w.WriteHead(&ResponseHead{Code: 200, Status: "200 OK"}, []byte(b.String()), true)
+	}))
+	for _, tc := range []struct{ head, want string }{
+		{"GET /p?q=1 HTTP/1.1\r\nHost: x\r\nX-App: a\r\n", "GET /p?q=1 path=/p query=q=1 host=x; host=x x-app=a"},
+		{"GET http://good.example/p?q HTTP/1.1\r\nHost: evil.example\r\n", "GET /p?q path=/p query=q host=good.example; host=good.example"},
+		{"OPTIONS * HTTP/1.1\r\nHost: x\r\n", "OPTIONS * path=* query= host=x; host=x"},
+	} {
+		if got := upgradeAndRead(t, addr, tc.head); got != tc.want {
+			t.Errorf("%q\nseen: %q\nwant: %q", tc.head, got, tc.want)
 		}
 	}
 }

@@ -225,7 +225,7 @@ func (c *conn) buildRequest(s string, lstart int, rl requestLine) error {
 
 	st := &c.st
 	*st = reqState{contentLength: -1}
-	hosts := 0
+	hosts, hostIndex := 0, -1
 	var hostField string
 	var te []string
 	for _, f := range c.fields {
@@ -238,6 +238,7 @@ func (c *conn) buildRequest(s string, lstart int, rl requestLine) error {
 				hosts++
 				r.Host = value
 				hostField = value
+				hostIndex = len(hdr) - 1
 			}
 		case 6:
 			if strings.EqualFold(name, "expect") {
@@ -300,6 +301,17 @@ func (c *conn) buildRequest(s string, lstart int, rl requestLine) error {
 	// absolute-form target supplies the authority. An empty one is valid.
 	if hostField != "" && !httpsyntax.ValidHost(hostField, false) {
 		return badRequest("invalid Host header")
+	}
+	if r.Host != hostField {
+		// An absolute-form target's authority replaced Host (RFC 9112
+		// section 3.2.2: the Host field MUST be ignored). The Handler sees
+		// it in the header fields too, where apps look for it (HTTP_HOST,
+		// the ASGI host header).
+		if hostIndex >= 0 {
+			r.Header[hostIndex].Value = r.Host
+		} else {
+			r.Header = append(r.Header, HeaderField{Name: "Host", Value: r.Host})
+		}
 	}
 	if te != nil {
 		if rl.minor == 0 {
