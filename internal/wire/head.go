@@ -18,8 +18,9 @@ type ResponseHead struct {
 
 // DecodeHead decodes a HEAD payload: u32 length, marshal (status, headers),
 // then body bytes. It rejects anything that could corrupt or split the HTTP
-// response: a malformed status, non-token header names, CR, LF or NUL in
-// values, and characters outside latin-1.
+// response: a malformed or informational status, non-token header names,
+// control characters (CR, LF, NUL and the rest) in values, and characters
+// outside latin-1.
 func DecodeHead(p []byte) (*ResponseHead, error) {
 	h := new(ResponseHead)
 	if err := DecodeHeadInto(p, h); err != nil {
@@ -58,8 +59,11 @@ func DecodeHeadInto(p []byte, h *ResponseHead) error {
 			return fmt.Errorf("header name %q is not a valid token", f[0])
 		}
 		for j := 0; j < len(f[1]); j++ {
-			if c := f[1][j]; c == '\r' || c == '\n' || c == 0 {
-				return fmt.Errorf("header %s: value contains CR, LF or NUL", f[0])
+			// field-value (RFC 9110 section 5.5): visible characters,
+			// obs-text, SP and HTAB. CR, LF and NUL would split or
+			// truncate the response; other controls are refused too.
+			if c := f[1][j]; c < ' ' && c != '\t' || c == 0x7f {
+				return fmt.Errorf("header %s: value contains a control character (%#02x)", f[0], c)
 			}
 		}
 	}
@@ -252,8 +256,12 @@ func parseStatus(s string) (int, error) {
 		}
 		code = code*10 + int(c-'0')
 	}
-	if code < 100 {
-		return 0, fmt.Errorf("status %q: code below 100", s)
+	if code < 200 {
+		// A 1xx status is interim (RFC 9110 section 15.2): a client that
+		// gets one as the answer waits on for the final response, and on
+		// a kept-alive connection takes the next request's response for
+		// it. The app has no way to send an interim response here.
+		return 0, fmt.Errorf("status %q: an informational (1xx) status cannot be the final response", s)
 	}
 	for i := 4; i < len(s); i++ {
 		if c := s[i]; c < 0x20 && c != '\t' || c == 0x7f {

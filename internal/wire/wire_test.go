@@ -177,6 +177,10 @@ func TestDecodeHeadRejects(t *testing.T) {
 		"bytes bad name":   `("200 OK", [(b"X A", b"1")])`,
 		"headers not list": `("200 OK", None)`,
 		"CR in status":     `("200 OK\r\nX: y", [])`,
+		"SOH in value":     `("200 OK", [("X-A", "a\x01b")])`,
+		"DEL in value":     `("200 OK", [("X-A", "a\x7fb")])`,
+		"1xx status":       `("103 Early Hints", [])`,
+		"101 status":       `("101 Switching Protocols", [("Upgrade", "x")])`,
 	}
 	var code strings.Builder
 	code.WriteString("import marshal, struct, sys\n")
