@@ -73,6 +73,49 @@ func TestHTTPPipelining(t *testing.T) {
 	}
 }
 
+// TestHTTPInformationalStatusFromApp: an app that answers with a 1xx status
+// gets 500. Sent as it was, the client would take it as interim, wait on,
+// and take the next pipelined request's response for this one's.
+func TestHTTPInformationalStatusFromApp(t *testing.T) {
+	t.Parallel()
+	s := startTestApp(t, "-w", "1")
+	c := dialRaw(t, s.Addr)
+	raw := "GET /status?code=103 HTTP/1.1\r\nHost: x\r\n\r\n" +
+		"GET /status?code=418 HTTP/1.1\r\nHost: x\r\n\r\n"
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	r1, _ := ReadResponse(t, br, "GET")
+	r2, b2 := ReadResponse(t, br, "GET")
+	if r1.StatusCode != 500 {
+		t.Errorf("response 1: status %d, want 500 for an app's 103", r1.StatusCode)
+	}
+	if r2.StatusCode != 418 || b2 != "status 418" {
+		t.Errorf("response 2: %d %q, want 418", r2.StatusCode, b2)
+	}
+}
+
+// TestHTTPRefusedStreamStopsApp: when Go refuses a streamed response's
+// head (an invalid header), the client gets 500 and the app is stopped, so
+// the only worker is free again at once rather than streaming on for a
+// minute to nobody.
+func TestHTTPRefusedStreamStopsApp(t *testing.T) {
+	t.Parallel()
+	s := startTestApp(t, "-w", "1")
+	out := s.Raw(t, "GET /bad-header-stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 5*time.Second)
+	if !strings.HasPrefix(out, "HTTP/1.1 500") {
+		t.Fatalf("invalid header on a stream answered %q, want 500", out)
+	}
+	out = s.Raw(t, "GET /status?code=418 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 10*time.Second)
+	if !strings.HasPrefix(out, "HTTP/1.1 418") {
+		t.Fatalf("next request answered %q, want 418 from the freed worker", out)
+	}
+	if !s.WaitLog("invalid response from the app", 5*time.Second) {
+		t.Errorf("the refusal is not logged:\n%s", s.Stderr())
+	}
+}
+
 // TestHTTPChunkedRequest: a chunked body is decoded before the app sees it.
 func TestHTTPChunkedRequest(t *testing.T) {
 	t.Parallel()

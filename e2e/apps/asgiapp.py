@@ -68,8 +68,9 @@ async def boom() -> dict:
 
 
 async def raw_app(scope, receive, send):
-    """A bare ASGI app: /disconnect streams until the client leaves and
-    records that it saw http.disconnect."""
+    """A bare ASGI app: it streams until the client leaves (/poll: it sends
+    nothing until then) and records that it saw http.disconnect in the file
+    the query string names."""
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
@@ -79,6 +80,14 @@ async def raw_app(scope, receive, send):
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     marker = scope["query_string"].decode()
+    if scope["path"] == "/poll":
+        # A long poll that has sent nothing yet must hear of the client
+        # leaving too.
+        await receive()  # the body
+        message = await receive()
+        with open(marker, "w") as f:
+            f.write(message["type"])
+        return
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"first;", "more_body": True})
     await receive()  # the body

@@ -284,9 +284,20 @@ def bad_header(environ, start_response):
     return [b"should never be sent"]
 
 
+def bad_header_stream(environ, start_response):
+    """An endless stream whose head Go refuses: the app must be stopped."""
+    start_response("200 OK", [("Content-Type", "text/plain"), ("X-Evil", "a\nb")])
+
+    def gen():
+        for _ in range(600):
+            yield b"tick\n"
+            time.sleep(0.1)
+    return gen()
+
+
 def status_view(environ, start_response):
     code = qs(environ).get("code", "200")
-    reasons = {"200": "OK", "201": "Created", "204": "No Content", "304": "Not Modified",
+    reasons = {"103": "Early Hints", "200": "OK", "201": "Created", "204": "No Content", "304": "Not Modified",
                "404": "Not Found", "418": "I'm a teapot", "500": "Internal Server Error"}
     status = "%s %s" % (code, reasons.get(code, "Custom"))
     if code in ("204", "304"):
@@ -357,6 +368,7 @@ ROUTES = {
     "/sleep": sleep_view,
     "/big": big_view,
     "/bad-header": bad_header,
+    "/bad-header-stream": bad_header_stream,
     "/status": status_view,
     "/pid": pid_view,
     "/nocl": no_content_length,

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"taipan/internal/edge"
 	"taipan/internal/logging"
@@ -77,7 +78,14 @@ type scratch struct {
 	environ wire.EnvironEncoder
 	head    wire.ResponseHead
 	out     edge.ResponseHead
+	watch   *time.Timer // when an ASGI request starts watching its client
 }
+
+// asgiWatchDelay is how long an ASGI request runs before its connection is
+// watched for the client leaving (so that the app hears http.disconnect,
+// as a long poll or an event stream that has sent nothing yet must).
+// Watching costs a goroutine and a read; quick requests never need it.
+const asgiWatchDelay = 100 * time.Millisecond
 
 // Serve runs one request on a worker.
 func (b *Bridge) Serve(w edge.ResponseWriter, r *edge.Request) {
@@ -116,11 +124,24 @@ func (b *Bridge) Serve(w edge.ResponseWriter, r *edge.Request) {
 		job.Release(!finished)
 	}()
 	var gone <-chan struct{} // watched once a response streams
+	var watchSoon <-chan time.Time
+	if p.Interface() == "asgi" {
+		if s.watch == nil {
+			s.watch = time.NewTimer(asgiWatchDelay)
+		} else {
+			s.watch.Reset(asgiWatchDelay)
+		}
+		defer s.watch.Stop()
+		watchSoon = s.watch.C
+	}
 	for {
 		select {
 		case ev := <-job.Events():
 			done, err := b.forward(w, r, s, &ev)
 			ev.Release()
+			if err == errResponseRefused {
+				return // not finished: the release stops the app
+			}
 			if err != nil {
 				// The client is gone: stop the app producing for nobody.
 				w.Abort()
@@ -134,6 +155,11 @@ func (b *Bridge) Serve(w edge.ResponseWriter, r *edge.Request) {
 				// A streaming response may wait long between parts (server-
 				// sent events, long polls): notice a client that leaves
 				// meanwhile, so the app hears of it (CANCEL, http.disconnect).
+				gone = w.ClientGone()
+			}
+		case <-watchSoon:
+			watchSoon = nil
+			if gone == nil {
 				gone = w.ClientGone()
 			}
 		case <-gone:
@@ -153,8 +179,30 @@ func (b *Bridge) route(path string) *pool.Pool {
 	return b.pool
 }
 
+// serverPort is SERVER_PORT, which PEP 3333 says is never empty. A unix
+// socket has no port: then it is the Host header's, else the scheme's
+// default, as gunicorn gives it.
+func serverPort(r *edge.Request) string {
+	if r.ServerPort != "" {
+		return r.ServerPort
+	}
+	if i := strings.LastIndexByte(r.Host, ':'); i >= 0 && !strings.HasSuffix(r.Host, "]") {
+		return r.Host[i+1:]
+	}
+	if r.Scheme == "https" {
+		return "443"
+	}
+	return "80"
+}
+
+// errResponseRefused is forward's answer when it refused a response head
+// that the app is still streaming a body after: the client has a 500, and
+// the request must be cancelled on its worker.
+var errResponseRefused = errors.New("bridge: response refused mid-stream")
+
 // forward writes one response event to the client. It reports whether the
-// response is complete, and an error when the client can no longer be written.
+// response is complete, and an error when the client can no longer be written
+// (or errResponseRefused).
 func (b *Bridge) forward(w edge.ResponseWriter, r *edge.Request, s *scratch, ev *pool.Event) (done bool, err error) {
 	if ev.Err != nil {
 		if !w.HeadWritten() {
@@ -175,7 +223,15 @@ func (b *Bridge) forward(w edge.ResponseWriter, r *edge.Request, s *scratch, ev 
 		h := &s.head
 		if err := wire.DecodeHeadInto(ev.Payload, h); err != nil {
 			b.log.Errorf("%s %s: invalid response from the app: %v", r.Method, r.Target, err)
-			return true, w.WriteHead(internalError, []byte("Internal Server Error\n"), true)
+			if werr := w.WriteHead(internalError, []byte("Internal Server Error\n"), true); werr != nil {
+				return true, werr
+			}
+			if ev.Flags&wire.FlagEnd == 0 {
+				// The app goes on producing a body that nobody will get
+				// (an endless stream would hold its worker for good).
+				return true, errResponseRefused
+			}
+			return true, nil
 		}
 		out := &s.out
 		out.Code, out.Status, out.Header = h.Code, h.Status, out.Header[:0]
@@ -235,7 +291,7 @@ func (b *Bridge) environ(e *wire.EnvironEncoder, r *edge.Request) ([]byte, bool)
 	e.Add("RAW_URI", r.Target)
 	e.Add("REQUEST_URI", r.Target)
 	e.Add("SERVER_NAME", r.ServerName)
-	e.Add("SERVER_PORT", r.ServerPort)
+	e.Add("SERVER_PORT", serverPort(r))
 	e.Add("REMOTE_ADDR", r.RemoteAddr)
 	e.Add("REMOTE_PORT", r.RemotePort)
 	e.Add("wsgi.url_scheme", r.Scheme)

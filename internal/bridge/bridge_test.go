@@ -75,6 +75,28 @@ func TestHeaders(t *testing.T) {
 	}
 }
 
+// SERVER_PORT is never empty (PEP 3333), not even on a unix socket, where
+// the listener has no port.
+func TestServerPortOnUnixSocket(t *testing.T) {
+	b := New(nil, Options{}, logging.New(&bytes.Buffer{}, logging.Error))
+	for _, tc := range []struct{ host, scheme, serverPort, want string }{
+		{"localhost", "http", "", "80"},
+		{"localhost", "https", "", "443"},
+		{"example.com:8080", "http", "", "8080"},
+		{"[::1]", "http", "", "80"},
+		{"[::1]:9000", "https", "", "9000"},
+		{"", "http", "", "80"},
+		{"example.com:8080", "http", "8000", "8000"}, // a TCP listener's own port
+	} {
+		r := &edge.Request{Method: "GET", Path: "/", Proto: "HTTP/1.1", Body: edge.NewMemoryBody(nil),
+			Scheme: tc.scheme, Host: tc.host, ServerName: "localhost", ServerPort: tc.serverPort}
+		env, _ := b.environ(new(wire.EnvironEncoder), r)
+		if want := "z\x0bSERVER_PORTz" + string(rune(len(tc.want))) + tc.want; !bytes.Contains(env, []byte(want)) {
+			t.Errorf("Host %q, %s, listener port %q: environ %q, want SERVER_PORT %q", tc.host, tc.scheme, tc.serverPort, env, tc.want)
+		}
+	}
+}
+
 func TestRoute(t *testing.T) {
 	mainPool, lanePool := new(pool.Pool), new(pool.Pool)
 	b := New(mainPool, Options{Lanes: []Lane{{Prefix: "/reports", Pool: lanePool}}}, logging.New(&bytes.Buffer{}, logging.Error))

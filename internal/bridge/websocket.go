@@ -135,6 +135,9 @@ func (b *Bridge) serveWebSocket(w edge.ResponseWriter, r *edge.Request, p *pool.
 		// accepting, or the app's own response) or a failure.
 		done, err := b.forward(w, r, s, &ev)
 		ev.Release()
+		if err == errResponseRefused {
+			return // not finished: the release stops the app
+		}
 		if err != nil {
 			w.Abort()
 			return
