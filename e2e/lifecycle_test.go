@@ -289,6 +289,36 @@ func TestShutdownGracefulTimeout(t *testing.T) {
 	}
 }
 
+// TestShutdownWaitsForLifespan: a worker stopping at shutdown has what is
+// left of --graceful-timeout to exit, so an ASGI app's lifespan shutdown
+// that takes a few seconds completes; one that outlasts it is killed, and
+// the log says so.
+func TestShutdownWaitsForLifespan(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		graceful string
+		done     bool
+	}{{"20", true}, {"2", false}} {
+		t.Run("graceful-timeout "+tc.graceful, func(t *testing.T) {
+			t.Parallel()
+			marker := filepath.Join(t.TempDir(), "shutdown")
+			s := Start(t, "--pythonpath", appsDir(t), "-w", "1", "--graceful-timeout", tc.graceful,
+				"-e", "SHUTDOWN_MARKER="+marker, "-e", "SLOW_SHUTDOWN_S=6", "slowshutdown:app")
+			s.Signal(syscall.SIGTERM)
+			if code := s.Wait(30 * time.Second); code != 0 {
+				t.Fatalf("exit code %d\n%s", code, s.Stderr())
+			}
+			b, _ := os.ReadFile(marker)
+			if done := string(b) == "done"; done != tc.done {
+				t.Errorf("lifespan shutdown completed: %v, want %v\n%s", done, tc.done, s.Stderr())
+			}
+			if killed := strings.Contains(s.Stderr(), "did not exit within"); killed == tc.done {
+				t.Errorf("log says the worker was killed: %v, want %v\n%s", killed, !tc.done, s.Stderr())
+			}
+		})
+	}
+}
+
 // TestShutdownIdle: an idle server stops quickly, with its keep-alive
 // connections.
 func TestShutdownIdle(t *testing.T) {

@@ -529,6 +529,9 @@ func (w *Worker) stop(grace time.Duration) {
 	select {
 	case <-w.done:
 	case <-time.After(grace):
+		// An ASGI app's lifespan shutdown, or an atexit hook, is cut
+		// short: say so, or its missing work is a mystery.
+		w.log.Warnf("Worker %d (pid %d) did not exit within %v of being asked; killing it", w.ID, w.Pid, grace)
 		w.kill()
 		<-w.done
 	}

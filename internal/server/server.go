@@ -102,6 +102,7 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 		Workers:           cfg.Workers,
 		Threads:           cfg.Threads,
 		BootTimeout:       cfg.BootTimeout,
+		StopTimeout:       cfg.GracefulTimeout, // as gunicorn's graceful_timeout: also for restarts
 		Timeout:           cfg.Timeout,
 		HeartbeatInterval: cfg.Heartbeat,
 		HeartbeatTimeout:  cfg.HeartbeatTimeout,
