@@ -238,6 +238,26 @@ func TestWebSocketRawClient(t *testing.T) {
 	}
 }
 
+// TestWebSocketClientLeavesBeforeAccept: a client that gives up while the
+// app has not answered its handshake yet is reported to the app as
+// websocket.disconnect.
+func TestWebSocketClientLeavesBeforeAccept(t *testing.T) {
+	t.Parallel()
+	s := startWS(t, "starlette_app", "-w", "1")
+	marker := filepath.Join(t.TempDir(), "slow-accept")
+	c := dialRaw(t, s.Addr)
+	io.WriteString(c, wsHandshake("/ws/slow-accept?marker="+marker, "13", wsKey()))
+	time.Sleep(300 * time.Millisecond) // the app has the handshake and waits
+	c.Close()
+	var m string
+	if !pollUntil(5*time.Second, func() bool {
+		m, _ = waitMarker(marker, time.Second)
+		return strings.Contains(m, "websocket.disconnect")
+	}) {
+		t.Fatalf("the app saw %q, want websocket.disconnect\n%s", m, s.Stderr())
+	}
+}
+
 // TestWebSocketKeepalive: taipan pings; a client that never answers is
 // closed with 1011 once --ws-ping-timeout passes.
 func TestWebSocketKeepalive(t *testing.T) {

@@ -124,6 +124,14 @@ async def hold(websocket: WebSocket) -> None:
     record(websocket, "disconnect %s" % message.get("code"))
 
 
+async def slow_accept(websocket: WebSocket) -> None:
+    """Never accepts: waits for what follows websocket.connect, which is the
+    client leaving, and records it."""
+    await websocket.receive()  # websocket.connect
+    message = await websocket.receive()
+    record(websocket, message["type"])
+
+
 async def hello(request):
     return PlainTextResponse("hello from starlette")
 
@@ -140,6 +148,7 @@ starlette_app = Starlette(
         WebSocketRoute("/ws/count", count),
         WebSocketRoute("/ws/push", push),
         WebSocketRoute("/ws/hold", hold),
+        WebSocketRoute("/ws/slow-accept", slow_accept),
     ]
 )
 

@@ -112,9 +112,18 @@ func (b *Bridge) serveWebSocket(w edge.ResponseWriter, r *edge.Request, p *pool.
 		job.Release(!finished)
 	}()
 
-	// The handshake: wait for the app's answer to websocket.connect.
+	// The handshake: wait for the app's answer to websocket.connect, or
+	// for the client to leave first (the app then hears
+	// websocket.disconnect).
+	gone := w.ClientGone()
 	for {
-		ev := <-job.Events()
+		var ev pool.Event
+		select {
+		case ev = <-job.Events():
+		case <-gone:
+			w.Abort()
+			return
+		}
 		if ev.Kind == wire.KindWSAccept && ev.Err == nil {
 			head, err := acceptHead(key, ev.Payload)
 			ev.Release()

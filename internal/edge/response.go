@@ -256,6 +256,9 @@ func (w *response) Upgrade(head *ResponseHead) (*Upgraded, error) {
 	}
 	w.upgraded = true
 	w.closeAfter = true
+	// The new protocol reads the connection itself; a byte the watch
+	// read meanwhile reaches it first (conn.hasPeek).
+	w.stopWatch()
 	c := w.c
 	c.acquireBuffers()
 	b := append(c.wbuf[:0], "HTTP/1.1 "...)
