@@ -116,6 +116,20 @@ func TestHTTPRefusedStreamStopsApp(t *testing.T) {
 	}
 }
 
+// TestHTTPBodyLongerThanContentLength: the client gets the length the app
+// announced, and the log says the app sent more.
+func TestHTTPBodyLongerThanContentLength(t *testing.T) {
+	t.Parallel()
+	s := startTestApp(t, "-w", "1")
+	out := s.Raw(t, "GET /overlong HTTP/1.1\r\nHost: x\r\n\r\n", 5*time.Second)
+	if !strings.HasPrefix(out, "HTTP/1.1 200") || !strings.HasSuffix(out, "\r\n\r\nabc") {
+		t.Fatalf("answered %q, want 200 with the 3 announced bytes, then the connection closed", out)
+	}
+	if !s.WaitLog("longer than its Content-Length", 5*time.Second) {
+		t.Errorf("the overlong body is not logged:\n%s", s.Stderr())
+	}
+}
+
 // TestHTTPChunkedRequest: a chunked body is decoded before the app sees it.
 func TestHTTPChunkedRequest(t *testing.T) {
 	t.Parallel()

@@ -284,6 +284,12 @@ def bad_header(environ, start_response):
     return [b"should never be sent"]
 
 
+def overlong(environ, start_response):
+    """Announces 3 bytes and returns 10."""
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3")])
+    return [b"abcdefghij"]
+
+
 def bad_header_stream(environ, start_response):
     """An endless stream whose head Go refuses: the app must be stopped."""
     start_response("200 OK", [("Content-Type", "text/plain"), ("X-Evil", "a\nb")])
@@ -369,6 +375,7 @@ ROUTES = {
     "/big": big_view,
     "/bad-header": bad_header,
     "/bad-header-stream": bad_header_stream,
+    "/overlong": overlong,
     "/status": status_view,
     "/pid": pid_view,
     "/nocl": no_content_length,

@@ -31,10 +31,9 @@ func (b *Bridge) asgiScope(e *wire.EnvironEncoder, r *edge.Request, websocket bo
 	}
 	e.Add("scheme", scheme)
 	e.Add("http_version", strings.TrimPrefix(r.Proto, "HTTP/"))
-	var path []byte
-	if r.Path != "*" {
-		path = percentDecode(r.Path)
-	}
+	// The request target without the query, decoded; "*" for OPTIONS *
+	// (where WSGI's PATH_INFO is empty).
+	path := percentDecode(r.Path)
 	if b.scriptName != "" && hasPathPrefix(path, b.scriptName) {
 		path = path[len(b.scriptName):]
 	}

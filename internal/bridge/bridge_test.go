@@ -113,3 +113,16 @@ func TestRoute(t *testing.T) {
 		}
 	}
 }
+
+// An ASGI scope's path is the target without its query, so "*" for
+// OPTIONS * (WSGI's PATH_INFO is empty there).
+func TestASGIPathOfAsteriskTarget(t *testing.T) {
+	b := New(nil, Options{}, logging.New(&bytes.Buffer{}, logging.Error))
+	for target, want := range map[string]string{"*": "*", "/a%20b": "/a b"} {
+		r := &edge.Request{Method: "OPTIONS", Target: target, Path: target, Proto: "HTTP/1.1", Body: edge.NewMemoryBody(nil), Scheme: "http"}
+		env, _ := b.asgiScope(new(wire.EnvironEncoder), r, false)
+		if pair := "z\x04pathz" + string(rune(len(want))) + want; !bytes.Contains(env, []byte(pair)) {
+			t.Errorf("target %q: scope %q, want path %q", target, env, want)
+		}
+	}
+}
