@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -269,10 +270,11 @@ func TestPEP3333RaiseAfterHead(t *testing.T) {
 }
 
 // TestPEP3333WholeFirstChunk: an iterable (not a list) whose first chunk is
-// the whole body its Content-Length announces travels as one complete
-// frame. Whatever the iterable does after that chunk, the client gets
-// exactly the announced body on a connection that stays usable, close()
-// runs, and an exception raised after the body is logged.
+// the whole body its Content-Length announces is sent with the head at
+// once, and what follows it is dropped. Whatever the iterable does after
+// that chunk, the client gets exactly the announced body on a connection
+// that stays usable, close() runs, and an exception raised after the body
+// is logged.
 func TestPEP3333WholeFirstChunk(t *testing.T) {
 	t.Parallel()
 	s := startTestApp(t, "-w", "1")
@@ -297,6 +299,62 @@ func TestPEP3333WholeFirstChunk(t *testing.T) {
 	}
 	if !s.WaitLog("boom-after-whole-body", 3*time.Second) {
 		t.Errorf("the exception after the body was not logged:\n%s", s.Stderr())
+	}
+}
+
+// TestPEP3333BodyBeforeClose: a response whose first chunk is its whole
+// body (Flask, Django) reaches the client before the app's close() runs
+// (PEP 3333: no block is delayed), as under gunicorn; but the worker counts
+// as busy until close() returns, so the next request goes to another
+// worker rather than waiting behind it, and with one worker it runs after.
+func TestPEP3333BodyBeforeClose(t *testing.T) {
+	t.Parallel()
+	for _, workers := range []string{"1", "2"} {
+		t.Run("-w "+workers, func(t *testing.T) {
+			t.Parallel()
+			s := Start(t, "--pythonpath", appsDir(t), "-w", workers, "pep3333app:app")
+			start := time.Now()
+			resp, err := timeoutClient(testTimeout).Get(s.URL + "/slow-close?seconds=2")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if took := time.Since(start); took > time.Second {
+				t.Errorf("the complete response took %v: it waited for close()'s 2 s", took)
+			}
+			if err != nil || resp.StatusCode != 200 || string(body) != "whole body" {
+				t.Fatalf("/slow-close: %d %q %v", resp.StatusCode, body, err)
+			}
+			start = time.Now()
+			code, at := httpGet(t, s, "/closed-at")
+			took := time.Since(start)
+			closedAt, err := strconv.ParseFloat(at, 64)
+			if code != 200 || err != nil {
+				t.Fatalf("/closed-at: %d %q", code, at)
+			}
+			if workers == "1" && closedAt == 0 {
+				t.Errorf("/closed-at ran on the only worker before the close() of /slow-close returned")
+			}
+			if workers == "2" && (closedAt != 0 || took > time.Second) {
+				t.Errorf("/closed-at took %v on the worker still in close() (closed at %q), want the idle one", took, at)
+			}
+		})
+	}
+}
+
+// TestPEP3333WriteNotBytes: write() takes bytes only (PEP 3333). Given an
+// int, it raises TypeError, which makes the response a 500, instead of
+// sending that many NUL bytes.
+func TestPEP3333WriteNotBytes(t *testing.T) {
+	t.Parallel()
+	s := Start(t, "--pythonpath", appsDir(t), "-w", "1", "pep3333app:app")
+	code, body := httpGet(t, s, "/write-int")
+	if code != 500 || strings.Contains(body, "\x00") {
+		t.Errorf("/write-int: %d %q, want 500", code, body)
+	}
+	if !s.WaitLog("TypeError: write() takes bytes, not int", 5*time.Second) {
+		t.Errorf("no TypeError in the log:\n%s", s.Stderr())
 	}
 }
 

@@ -67,9 +67,14 @@ WS_ACK = 0x1B
 FLAG_BODY_FILE = 0x01
 FLAG_WEBSOCKET = 0x02
 FLAG_END = 0x01
+# With FLAG_END on a HEAD frame: the response is complete, but the app's
+# close() still runs. Go counts the worker busy with the stream until the
+# first frame of the next stream, or an END frame of this one.
+FLAG_CLOSING = 0x02
 FLAG_TEXT = 0x01  # WS_RECEIVE, WS_SEND: a text message
 FLAG_CANCEL_TIMEOUT = 0x01  # CANCEL: the request ran past --timeout
 
+LOG_WARNING = 30
 LOG_ERROR = 40
 
 # How much one recv() asks for. A bytes object this size comes from the
@@ -108,10 +113,11 @@ def frame(kind: int, stream: int, payload: bytes = b"", flags: int = 0) -> bytes
     return HEADER.pack(len(payload), kind, flags, 0, stream) + payload
 
 
-def head_frame(stream: int, status: str, headers: Headers, body: bytes, end: bool) -> bytes:
+def head_frame(stream: int, status: str, headers: Headers, body: bytes, end: bool, closing: bool = False) -> bytes:
     """Encodes a HEAD frame. marshal version 2 has no back-references."""
     head = marshal.dumps((status, headers), 2)
-    prefix = HEAD_PREFIX.pack(4 + len(head) + len(body), HEAD, FLAG_END if end else 0, 0, stream, len(head))
+    flags = (FLAG_END | FLAG_CLOSING if closing else FLAG_END) if end else 0
+    prefix = HEAD_PREFIX.pack(4 + len(head) + len(body), HEAD, flags, 0, stream, len(head))
     return b"".join((prefix, head, body))
 
 
@@ -183,7 +189,7 @@ class FileWrapper:
 class Response:
     """State of one response: what start_response recorded and what was sent."""
 
-    __slots__ = ("worker", "stream", "status", "headers", "sent", "ended")
+    __slots__ = ("worker", "stream", "status", "headers", "sent", "complete")
 
     def __init__(self, worker: Worker, stream: int) -> None:
         self.worker = worker
@@ -191,7 +197,9 @@ class Response:
         self.status: Optional[str] = None
         self.headers: Headers = []
         self.sent = False  # the head has been queued or sent
-        self.ended = False  # so has the end of the body
+        # The whole body its Content-Length announces has been sent; the
+        # END frame follows close() (Worker.handle).
+        self.complete = False
 
     def start_response(self, status: str, headers: Headers, exc_info: Any = None) -> Callable[[bytes], None]:
         """The start_response callable of PEP 3333."""
@@ -219,12 +227,16 @@ class Response:
         if self.status is None:
             raise AssertionError("write() called before start_response()")
         if type(data) is not bytes:
-            data = bytes(data)
+            raise TypeError("write() takes bytes, not %s" % type(data).__name__)
         self.worker.stream_chunk(self, data)
 
 
 class Worker:
     """Reads request frames from Go, runs the app, writes response frames."""
+
+    # Requests run one after another, so the first frame of one tells Go
+    # that the close() of the one before has returned (FLAG_CLOSING).
+    one_at_a_time = True
 
     def __init__(self, sock: socket.socket, app: WSGIApp) -> None:
         self.sock = sock
@@ -233,6 +245,7 @@ class Worker:
         self.pending = b""
         self.out: List[bytes] = []
         self.cancelled: set = set()
+        self.closing = 0  # a stream sent with FLAG_CLOSING whose END is owed
         self.poller = select.poll()
         self.poller.register(sock.fileno(), select.POLLIN)
 
@@ -287,6 +300,9 @@ class Worker:
         inbox = self.inbox
         while True:
             if not inbox:
+                if self.closing:
+                    self.out.append(frame(BODY, self.closing, b"", FLAG_END))
+                    self.closing = 0
                 self.flush()
                 self.cancelled.clear()
                 if not self.fill(block=True):
@@ -298,7 +314,11 @@ class Worker:
                 # before this one starts: otherwise its response waits
                 # behind this one, and should this one hang or kill the
                 # worker, Go would blame the finished request and run this
-                # one again elsewhere.
+                # one again elsewhere. A response sent whole with
+                # FLAG_CLOSING needs no END of its own: this request's first
+                # frame settles it, and Go counts this one as possibly
+                # started (so never runs it again) until then.
+                self.closing = 0
                 self.flush()
                 self.handle(stream, flags, payload)
             elif kind == PING:
@@ -347,6 +367,15 @@ class Worker:
                 except Exception:
                     self.log(LOG_ERROR, "Error closing the response of %s" % request_line(environ), stream)
             wsgi_input.close()
+        if response.complete:
+            # The END waits for close(): until the stream ends, Go counts
+            # the worker busy with this request, so a close() that hangs is
+            # blamed on it and not on the next one. Sent with FLAG_CLOSING,
+            # it is owed only if no request follows (serve).
+            if self.one_at_a_time:
+                self.closing = stream
+            else:
+                self.out.append(frame(BODY, stream, b"", FLAG_END))
 
     def send_result(self, response: Response, result: Iterable[bytes]) -> None:
         """Sends the iterable the app returned."""
@@ -367,20 +396,31 @@ class Worker:
         for chunk in result:
             if type(chunk) is not bytes:
                 raise TypeError("the app must yield bytes, not %s" % type(chunk).__name__)
-            if not chunk or response.ended:
+            if not chunk or response.complete:
                 continue  # after a complete body: bytes Go would not send
             if not response.sent and response.status is not None and declared_length(response.headers) == len(chunk):
                 # The first chunk is the whole body the headers announce
-                # (Flask, Django): one complete frame, sent after close()
-                # like a list's, not a chunk and an end frame each in its
-                # own write.
-                self.out.append(head_frame(response.stream, response.status, response.headers, chunk, True))
-                response.sent = response.ended = True
+                # (Flask, Django). It goes now: what the iterable does next,
+                # and close() (werkzeug's call_on_close, Django's
+                # request_finished), may take long, and PEP 3333 forbids
+                # delaying a block. The END follows close(); a worker that
+                # runs one request at a time marks the frame FLAG_CLOSING,
+                # so the END costs no write of its own in a batch.
+                if self.one_at_a_time:
+                    self.fill(block=False)
+                    if response.stream in self.cancelled:
+                        raise Cancelled()
+                    self.out.append(head_frame(response.stream, response.status, response.headers, chunk, True, True))
+                    self.flush()
+                    response.sent = True
+                else:
+                    self.stream_chunk(response, chunk)
+                response.complete = True
                 continue
             self.stream_chunk(response, chunk)
         if response.status is None:
             raise AssertionError("the app returned without calling start_response()")
-        if response.ended:
+        if response.complete:
             return
         if response.sent:
             self.out.append(frame(BODY, response.stream, b"", FLAG_END))
@@ -443,7 +483,7 @@ class Worker:
         """Reports an exception raised by the app: 500, or abort mid-body."""
         tb = traceback.format_exc()
         self.log(LOG_ERROR, "Error handling request %s\n%s" % (request_line(environ), tb), response.stream)
-        if response.ended:
+        if response.complete:
             pass  # the client has its whole response; only the log tells
         elif response.sent:
             self.out.append(frame(ABORT, response.stream, b"app raised after the response head was sent"))
@@ -620,6 +660,9 @@ class ThreadRunner(Worker):
     of Worker, with writes under the shared lock and reading left to the
     main thread (which records CANCELs in the shared set)."""
 
+    # Requests run side by side: each one's END must come on its own.
+    one_at_a_time = False
+
     def __init__(self, owner: ThreadedWorker) -> None:
         self.sock = owner.sock
         self.app = owner.reader.app
@@ -746,6 +789,10 @@ class AsgiRequest:
     def cancel(self) -> None:
         """The client went away (CANCEL)."""
         self.gone = True
+        self.wake()
+
+    def wake(self) -> None:
+        """Wakes a receive() waiting for its event."""
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
@@ -758,7 +805,10 @@ class AsgiRequest:
             more = len(chunk) == BODY_CHUNK
             self.body_done = not more
             return {"type": "http.request", "body": chunk, "more_body": more}
-        while not self.gone:
+        # After the body comes http.disconnect: when the client goes away,
+        # or at once when the response has been sent (the ASGI spec), so
+        # that an app waiting for a disconnect does not wait forever.
+        while not (self.gone or self.ended):
             self.waiter = self.conn.loop.create_future()
             await self.waiter
         return {"type": "http.disconnect"}
@@ -795,27 +845,40 @@ class AsgiRequest:
             self.sent = True
         elif body or not more:
             self.conn.write(frame(BODY, self.stream, body, 0 if more else FLAG_END))
-        self.ended = not more
+        if not more:
+            self.ended = True
+            self.wake()  # a receive() waiting for http.disconnect
 
     async def run(self, app: Any) -> None:
         conn = self.conn
         try:
             await app(self.scope, self.receive, self.send)
-            if not self.sent:
+            if self.ended:
+                pass  # the common case: the response is complete
+            elif self.gone:
+                # The client went away (CANCEL), and send() dropped what
+                # followed; Go still waits for the stream to end.
+                conn.write(frame(ABORT, self.stream, b"client disconnected"))
+            elif not self.sent:
                 conn.log(LOG_ERROR, "ASGI app returned without a response for %s" % scope_line(self.scope), self.stream)
                 conn.write(head_frame(self.stream, *INTERNAL_ERROR, True))
-            elif not self.ended:
+            else:
                 conn.write(frame(ABORT, self.stream, b"the app returned before its response was complete"))
-        except Exception:
+        except (asyncio.CancelledError, GeneratorExit):
+            # Cancelled for --timeout, or the coroutine is being closed: the
+            # stream ends, and the exception goes on, as both must.
+            conn.write(frame(ABORT, self.stream, b"cancelled"))
+            raise
+        except BaseException:
+            # SystemExit and KeyboardInterrupt too, as uvicorn has it: raised
+            # by one request's handler, they end that request, not the
+            # worker with every request it runs.
             tb = traceback.format_exc()
             conn.log(LOG_ERROR, "Error handling request %s\n%s" % (scope_line(self.scope), tb), self.stream)
             if not self.sent:
                 conn.write(head_frame(self.stream, *error_response(tb), True))
             elif not self.ended:
                 conn.write(frame(ABORT, self.stream, b"app raised after the response head was sent"))
-        except asyncio.CancelledError:
-            conn.write(frame(ABORT, self.stream, b"cancelled"))
-            raise
         finally:
             if not isinstance(self.body, (bytes, bytearray, memoryview)):
                 self.body.close()
@@ -839,10 +902,6 @@ class AsgiWebSocket(AsgiRequest):
         self.farewell: Optional[dict] = None  # websocket.disconnect, once the client left
         self.unacked = 0  # cost of messages received and not acknowledged to Go
         self.taken = 0  # of which the app has taken
-
-    def wake(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
 
     def deliver(self, payload: bytes, text: bool) -> None:
         """A message from the client (WS_RECEIVE)."""
@@ -942,16 +1001,20 @@ class AsgiWebSocket(AsgiRequest):
         try:
             await app(self.scope, self.receive, self.send)
             raised = False
-        except Exception:
-            tb = traceback.format_exc()
-            conn.log(LOG_ERROR, "Error in WebSocket %s\n%s" % (scope_line(self.scope), tb), stream)
-            raised = True
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):
             conn.write(frame(ABORT, stream, b"cancelled"))
             del conn.requests[stream]
             raise
+        except BaseException:  # SystemExit and KeyboardInterrupt too, as in AsgiRequest.run
+            tb = traceback.format_exc()
+            conn.log(LOG_ERROR, "Error in WebSocket %s\n%s" % (scope_line(self.scope), tb), stream)
+            raised = True
         state = self.state
-        if state == self.CONNECTING:
+        if state == self.CONNECTING and self.farewell is not None and not raised:
+            # The client left (CANCEL) before the handshake was answered:
+            # there is no one to answer, and returning is no error.
+            conn.write(frame(ABORT, stream, b"client disconnected"))
+        elif state == self.CONNECTING:
             if not raised:
                 conn.log(LOG_ERROR, "ASGI app returned without accepting or closing the WebSocket %s" % scope_line(self.scope), stream)
             conn.write(head_frame(stream, *(error_response(tb) if raised else INTERNAL_ERROR), True))
@@ -977,6 +1040,7 @@ class AsgiConnection:
         self.pending = b""
         self.requests: Dict[int, AsgiRequest] = {}
         self.loop = asyncio.get_event_loop()
+        self.ending = self.loop.create_future()  # Go closed its end: time to exit
         self.closed = self.loop.create_future()
         self.paused = False  # Go reads slowly: writers wait in drain()
         self.writable = asyncio.Event()
@@ -987,13 +1051,27 @@ class AsgiConnection:
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.end()
+        self.closed.set_result(None)
+
+    def eof_received(self) -> bool:
+        # Keep this end open: lifespan shutdown may still log (serve_asgi
+        # closes it).
+        self.end()
+        return True
+
+    def end(self) -> None:
+        """Go closed its end, or the socket failed: the clients of the
+        requests still running are as good as gone."""
         for request in self.requests.values():
             request.cancel()
-        if not self.closed.done():
-            self.closed.set_result(None)
+        if not self.ending.done():
+            self.ending.set_result(None)
 
-    def eof_received(self) -> None:
-        return None  # close the transport
+    async def close(self) -> None:
+        """Closes the socket once what is queued for Go has been sent."""
+        self.transport.close()
+        await self.closed
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -1046,7 +1124,7 @@ class AsgiConnection:
     def start(self, stream: int, flags: int, payload: bytes) -> None:
         scope_len = U32.unpack_from(payload)[0]
         scope = marshal.loads(payload[4 : 4 + scope_len])
-        scope["asgi"] = ASGI_INFO
+        scope["asgi"] = ASGI_INFO.copy()  # the app may change it
         scope["state"] = self.state.copy()
         request: AsgiRequest
         if flags & FLAG_WEBSOCKET:
@@ -1084,7 +1162,13 @@ def awaiting_stack(coro: Any) -> str:
 
 class Lifespan:
     """Runs the ASGI lifespan protocol: startup before READY, shutdown at exit.
-    An app that does not support it (raises before receiving) is served anyway."""
+
+    An app that raises or returns instead of answering the startup event is
+    served without lifespan, as the ASGI spec asks (and uvicorn's --lifespan
+    auto does); only lifespan.startup.failed stops taipan. An exception
+    after the app took the startup event is a real failure in its startup
+    code, so it is logged (warning) rather than passed over.
+    """
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -1093,9 +1177,10 @@ class Lifespan:
         self.outbox: asyncio.Queue = asyncio.Queue()
         self.task: Optional[asyncio.Future] = None
         self.supported = True
+        self.warning: Optional[str] = None  # why startup was given up, for the log
 
     async def run(self) -> None:
-        scope = {"type": "lifespan", "asgi": ASGI_INFO, "state": self.state}
+        scope = {"type": "lifespan", "asgi": ASGI_INFO.copy(), "state": self.state}
         try:
             await self.app(scope, self.inbox.get, self.outbox.put)
         except BaseException as exc:
@@ -1115,9 +1200,12 @@ class Lifespan:
         if message["type"] == "lifespan.startup.failed":
             return "ASGI lifespan startup failed: %s" % message.get("message", "")
         if message["type"] == "_raised":
-            if self.inbox.empty():  # it had taken the startup event: a real failure
+            if self.inbox.empty():  # it had taken the startup event
                 exc = message["exc"]
-                return "ASGI lifespan startup raised:\n%s" % "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                self.warning = "ASGI lifespan startup raised %s; serving without lifespan (no shutdown event will follow)\n%s" % (
+                    "".join(traceback.format_exception_only(type(exc), exc)).strip(),
+                    app_traceback(exc),
+                )
             self.supported = False
             return None
         if message["type"] == "_returned":
@@ -1125,17 +1213,23 @@ class Lifespan:
             return None
         return "ASGI lifespan: unexpected %r during startup" % message["type"]
 
-    async def shutdown(self) -> None:
-        if not self.supported or self.task is None or self.task.done():
+    async def shutdown(self, log: Callable[[int, str], None]) -> None:
+        """Runs lifespan shutdown; a failure goes to log(level, text)."""
+        if not self.supported or self.task is None:
             return
-        await self.inbox.put({"type": "lifespan.shutdown"})
+        if not self.task.done():
+            await self.inbox.put({"type": "lifespan.shutdown"})
+        # A task that is done has left its end (_raised, _returned) here.
         try:
             message = await asyncio.wait_for(self.outbox.get(), timeout=30)
         except asyncio.TimeoutError:
-            print("taipan: ASGI lifespan shutdown did not complete within 30s", file=sys.stderr)
+            log(LOG_ERROR, "ASGI lifespan shutdown did not complete within 30s")
             return
         if message["type"] == "lifespan.shutdown.failed":
-            print("taipan: ASGI lifespan shutdown failed: %s" % message.get("message", ""), file=sys.stderr)
+            log(LOG_ERROR, "ASGI lifespan shutdown failed: %s" % message.get("message", ""))
+        elif message["type"] == "_raised":
+            exc = message["exc"]
+            log(LOG_ERROR, "ASGI lifespan shutdown failed: the app raised\n%s" % app_traceback(exc))
 
 
 def new_event_loop(name: str) -> asyncio.AbstractEventLoop:
@@ -1172,10 +1266,13 @@ def serve_asgi(sock: socket.socket, app: Any, loop_name: str) -> int:
 
     async def serve() -> None:
         _, conn = await loop.create_unix_connection(lambda: AsgiConnection(app, lifespan.state), sock=sock)
-        await conn.closed
+        if lifespan.warning is not None:
+            conn.log(LOG_WARNING, lifespan.warning)
+        await conn.ending
+        await lifespan.shutdown(conn.log)
+        await conn.close()
 
     loop.run_until_complete(serve())
-    loop.run_until_complete(lifespan.shutdown())
     return 0
 
 
