@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -125,8 +126,9 @@ func TestASGIDisconnect(t *testing.T) {
 	}
 }
 
-// TestASGILifespanFailure: a lifespan startup failure stops taipan with the
-// app's message and a non-zero exit.
+// TestASGILifespanFailure: lifespan.startup.failed stops taipan with the
+// app's message and a non-zero exit. (An app that raises instead is served
+// without lifespan: TestASGILifespanStartupRaises.)
 func TestASGILifespanFailure(t *testing.T) {
 	t.Parallel()
 	requirePython(t, "fastapi", "python3-fastapi")
@@ -245,5 +247,163 @@ func TestASGILoops(t *testing.T) {
 				t.Fatalf("/loop with --loop %s: %d %s", loop, code, body)
 			}
 		})
+	}
+}
+
+// TestASGIDisconnectBeforeResponse: a client that leaves a long poll before
+// the app has sent anything is reported to the app as http.disconnect.
+func TestASGIDisconnectBeforeResponse(t *testing.T) {
+	t.Parallel()
+	s := startASGI(t, "raw_app", "-w", "1")
+	marker := filepath.Join(t.TempDir(), "disconnect")
+	c := dialRaw(t, s.Addr)
+	fmt.Fprintf(c, "GET /poll?%s HTTP/1.1\r\nHost: x\r\n\r\n", marker)
+	time.Sleep(300 * time.Millisecond) // the request is running, no answer yet
+	c.Close()
+	ok := pollUntil(5*time.Second, func() bool {
+		b, err := os.ReadFile(marker)
+		return err == nil && string(b) == "http.disconnect"
+	})
+	if !ok {
+		t.Fatalf("the app did not receive http.disconnect\n%s", s.Stderr())
+	}
+}
+
+// startSpec serves an app of asgispec.py (bare ASGI, no framework).
+func startSpec(t *testing.T, app string, args ...string) *Server {
+	t.Helper()
+	return Start(t, append(append([]string{"--pythonpath", appsDir(t)}, args...), "asgispec:"+app)...)
+}
+
+// logLine returns the line of the error log that contains substr, or "".
+func logLine(s *Server, substr string) string {
+	for _, line := range strings.Split(s.Stderr(), "\n") {
+		if strings.Contains(line, substr) {
+			return line
+		}
+	}
+	return ""
+}
+
+// TestASGIReceiveAfterResponse: receive() called once the response has been
+// sent returns http.disconnect at once (the ASGI spec), instead of waiting
+// for a client that is done.
+func TestASGIReceiveAfterResponse(t *testing.T) {
+	t.Parallel()
+	s := startSpec(t, "app", "-w", "1")
+	marker := filepath.Join(t.TempDir(), "after")
+	if code, body := httpGet(t, s, "/after-response?marker="+marker); code != 200 || body != "done" {
+		t.Fatalf("/after-response: %d %q", code, body)
+	}
+	if got, ok := waitMarker(marker, 3*time.Second); !ok || got != "http.disconnect" {
+		t.Fatalf("receive() after the response gave %q (written: %v), want http.disconnect at once", got, ok)
+	}
+}
+
+// TestASGILifespanStartupRaises: an app that raises after taking the
+// lifespan.startup event is served without lifespan, as the ASGI spec and
+// uvicorn's --lifespan auto have it, and the exception is logged as a
+// warning with its traceback.
+func TestASGILifespanStartupRaises(t *testing.T) {
+	t.Parallel()
+	s := startSpec(t, "startup_raises", "-w", "1")
+	if code, body := httpGet(t, s, "/"); code != 200 || body != "hello" {
+		t.Fatalf("GET /: %d %q", code, body)
+	}
+	if !s.WaitLog("startup exploded 41", 5*time.Second) {
+		t.Fatalf("the exception was not logged:\n%s", s.Stderr())
+	}
+	line := logLine(s, "ASGI lifespan startup raised RuntimeError: startup exploded 41")
+	if !strings.Contains(line, "[WARNING]") || !strings.Contains(s.Stderr(), "Traceback") {
+		t.Fatalf("want a warning naming the exception, and its traceback:\n%s", s.Stderr())
+	}
+}
+
+// TestASGILifespanShutdownErrors: an exception raised during lifespan
+// shutdown, and lifespan.shutdown.failed, are logged as errors, the
+// exception with its traceback, with either loop (the worker keeps its end
+// of the socket open after Go closes its own, for these entries).
+func TestASGILifespanShutdownErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ app, loop, want string }{
+		{"shutdown_raises", "asyncio", "ASGI lifespan shutdown failed: the app raised"},
+		{"shutdown_fails", "asyncio", "ASGI lifespan shutdown failed: cache flush failed 43"},
+		{"shutdown_raises", "uvloop", "ASGI lifespan shutdown failed: the app raised"},
+		{"shutdown_fails", "uvloop", "ASGI lifespan shutdown failed: cache flush failed 43"},
+	} {
+		t.Run(tc.app+"/"+tc.loop, func(t *testing.T) {
+			t.Parallel()
+			if tc.loop == "uvloop" {
+				requirePython(t, "uvloop", "python3-uvloop")
+			}
+			app, want := tc.app, tc.want
+			s := startSpec(t, app, "-w", "1", "--loop", tc.loop)
+			if code, _ := httpGet(t, s, "/"); code != 200 {
+				t.Fatalf("GET /: %d", code)
+			}
+			s.Stop()
+			if line := logLine(s, want); !strings.Contains(line, "[ERROR]") {
+				t.Fatalf("want an error entry %q:\n%s", want, s.Stderr())
+			}
+			if app == "shutdown_raises" && !strings.Contains(s.Stderr(), "RuntimeError: shutdown exploded 42") {
+				t.Fatalf("no traceback:\n%s", s.Stderr())
+			}
+		})
+	}
+}
+
+// TestASGIBaseException: SystemExit and KeyboardInterrupt raised by a
+// handler end that request (500, or 1011 for a WebSocket), as uvicorn has
+// it, not the worker with the other requests it runs.
+func TestASGIBaseException(t *testing.T) {
+	t.Parallel()
+	s := startSpec(t, "app", "-w", "1")
+	before := s.WorkerPids()
+	slow := make(chan string, 1)
+	go func() {
+		resp, err := timeoutClient(testTimeout).Get(s.URL + "/sleep?ms=1500")
+		if err != nil {
+			slow <- err.Error()
+			return
+		}
+		slow <- fmt.Sprintf("%d %s", resp.StatusCode, readAll(t, resp))
+	}()
+	time.Sleep(300 * time.Millisecond) // /sleep is running
+	for _, path := range []string{"/exit", "/interrupt"} {
+		if code, _ := httpGet(t, s, path); code != 500 {
+			t.Errorf("%s: %d, want 500", path, code)
+		}
+	}
+	c, br := wsDial(t, s, "/ws/exit")
+	if op, p := wsRead(t, br); op != 0x8 || len(p) < 2 || binary.BigEndian.Uint16(p) != 1011 {
+		t.Errorf("WebSocket whose handler exits: op %x %q, want close 1011", op, p)
+	}
+	c.Close()
+	if got := <-slow; got != "200 slept" {
+		t.Errorf("the request running beside them: %s, want 200 slept", got)
+	}
+	if code, _ := httpGet(t, s, "/"); code != 200 {
+		t.Errorf("afterwards: %d", code)
+	}
+	if after := s.WorkerPids(); len(after) != 1 || after[0] != before[0] {
+		t.Errorf("worker pids %v -> %v: the worker died", before, after)
+	}
+	for _, want := range []string{"SystemExit: 3", "KeyboardInterrupt", "Error in WebSocket GET /ws/exit"} {
+		if !s.WaitLog(want, 3*time.Second) {
+			t.Errorf("%q not logged:\n%s", want, s.Stderr())
+		}
+	}
+}
+
+// TestASGIScopeAsgiOwn: each scope has its own "asgi" dict, so an app that
+// changes one does not change the next request's.
+func TestASGIScopeAsgiOwn(t *testing.T) {
+	t.Parallel()
+	s := startSpec(t, "app", "-w", "1")
+	if code, _ := httpGet(t, s, "/mutate-asgi"); code != 200 {
+		t.Fatalf("/mutate-asgi: %d", code)
+	}
+	if code, body := httpGet(t, s, "/asgi"); code != 200 || body != `{"spec_version": "2.3", "version": "3.0"}` {
+		t.Fatalf("the next request's scope[\"asgi\"]: %d %s", code, body)
 	}
 }
