@@ -48,10 +48,16 @@ type faultServer struct {
 // load run a moment before the fault.
 func startFault(t *testing.T, args ...string) *faultServer {
 	t.Helper()
+	return startFaultLoad(t, faultLoad, args...)
+}
+
+// startFaultLoad is startFault with another background load.
+func startFaultLoad(t *testing.T, load loadOpts, args ...string) *faultServer {
+	t.Helper()
 	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	full := append([]string{"--metrics-bind", admin, "--pythonpath", appsDir(t)}, args...)
 	s := Start(t, append(full, "faultapp:app")...)
-	fs := &faultServer{Server: s, admin: "http://" + admin, load: startLoad(t, s.URL, faultLoad)}
+	fs := &faultServer{Server: s, admin: "http://" + admin, load: startLoad(t, s.URL, load)}
 	time.Sleep(300 * time.Millisecond)
 	return fs
 }
@@ -218,9 +224,18 @@ func TestFaultWorkerHang(t *testing.T) {
 // that were queued before it: those requests are answered as soon as each
 // is done, not held back by the faulted one, and the fault is blamed on
 // the request that caused it, which runs once (it is not run again on
-// another worker as if it had not started).
+// another worker as if it had not started). Also when the requests before
+// it answer as Flask does, with responses complete before their close()
+// (the worker then tells Go that one has returned only by starting the next).
 func TestFaultInBatch(t *testing.T) {
 	t.Parallel()
+	t.Run("after list responses", func(t *testing.T) { testFaultInBatch(t, faultLoad) })
+	iterLoad := faultLoad
+	iterLoad.path = func(int, int) string { return "/pid?iter" }
+	t.Run("after responses complete before close", func(t *testing.T) { testFaultInBatch(t, iterLoad) })
+}
+
+func testFaultInBatch(t *testing.T, load loadOpts) {
 	for _, tc := range []struct {
 		name, path string
 		kill       bool // SIGKILL the worker running path, else --timeout stops it
@@ -235,7 +250,7 @@ func TestFaultInBatch(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fs := startFault(t, "-w", "1", "--timeout", "2")
+			fs := startFaultLoad(t, load, "-w", "1", "--timeout", "2")
 			// Occupy the only worker, so that the load's requests and then
 			// the faulted one queue in Go and reach it as one batch.
 			occupier := getAsync(fs.URL + "/block?s=0.5")

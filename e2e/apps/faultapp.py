@@ -47,8 +47,12 @@ def respond(start_response: StartResponse, body: str, status: str = "200 OK") ->
     return [data]
 
 
-def pid_view(environ: Environ, start_response: StartResponse) -> List[bytes]:
-    return respond(start_response, str(os.getpid()))
+def pid_view(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """The worker's pid; with ?iter, as Flask answers: an iterable whose
+    first chunk is the whole body, so its response is complete before its
+    close() has run."""
+    body = respond(start_response, str(os.getpid()))
+    return iter(body) if "iter" in query(environ) else body
 
 
 def block_view(environ: Environ, start_response: StartResponse) -> List[bytes]:

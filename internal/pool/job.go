@@ -81,6 +81,7 @@ type Job struct {
 	// Guarded by the worker's mutex:
 	started   time.Time // when it started running, or last produced output
 	began     time.Time // when it started running (for Snapshot)
+	closing   bool      // its response is complete, the app's close() runs (wire.FlagClosing)
 	timedOut  bool      // it ran past the timeout
 	cancelled time.Time // when its ASGI task was cancelled for it
 	events    chan Event

@@ -284,7 +284,14 @@ func (w *Worker) readLoop(p *Pool) error {
 			f.Release()
 			continue
 		}
-		j := w.job(f.Stream)
+		j, settled := w.job(f.Stream)
+		if settled != nil {
+			// The worker has moved on to this stream: the close() of the
+			// previous one has returned.
+			if n := w.finish(settled, false); n > 0 {
+				p.workerFree(w, n)
+			}
+		}
 		if j == nil {
 			if f.File != nil {
 				f.File.Close()
@@ -293,15 +300,30 @@ func (w *Worker) readLoop(p *Pool) error {
 			f.Release()
 			continue
 		}
+		if j.closing {
+			// The END after close(): the client has had its response.
+			f.Release()
+			if n := w.finish(j, true); n > 0 {
+				p.workerFree(w, n)
+			}
+			continue
+		}
 		ev := Event{Kind: f.Kind, Flags: f.Flags, Payload: f.Payload, File: f.File, frame: f}
 		if f.Kind == wire.KindAbort && w.timedOut(j) {
 			// The task was cancelled for the timeout: the client gets 504.
 			ev = Event{Err: ErrTimeout, frame: f}
 		}
 		end := ev.End()
+		if end && ev.Flags&wire.FlagClosing != 0 && (ev.Kind == wire.KindHead || ev.Kind == wire.KindBody) && !w.threaded() {
+			// The response is complete and goes to the client now; the
+			// worker stays busy with the stream while close() runs.
+			w.markClosing(j)
+			j.deliver(ev)
+			continue
+		}
 		j.deliver(ev)
 		if end {
-			if n := w.finish(j); n > 0 {
+			if n := w.finish(j, true); n > 0 {
 				p.workerFree(w, n)
 			}
 		} else {
@@ -317,16 +339,36 @@ func (w *Worker) timedOut(j *Job) bool {
 	return j.timedOut
 }
 
-// job finds the in-flight job of a stream.
-func (w *Worker) job(stream uint32) *Job {
+// job finds the in-flight job of a stream. A frame of a later stream also
+// settles the first in-flight job if it was closing (wire.FlagClosing): the
+// worker runs one request at a time, so its close() has returned. settled
+// is that job, for the caller to finish.
+func (w *Worker) job(stream uint32) (j, settled *Job) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for _, j := range w.inflight {
-		if j.stream == stream {
-			return j
+	for _, x := range w.inflight {
+		if x.stream == stream {
+			j = x
+			break
 		}
 	}
-	return nil
+	if j != nil && w.inflight[0] != j && w.inflight[0].closing {
+		settled = w.inflight[0]
+	}
+	return j, settled
+}
+
+// markClosing records that j's response is complete while the app's
+// close() still runs. The job that comes next may start at any moment: its
+// clock starts now, and until j is settled it is the one counted running.
+func (w *Worker) markClosing(j *Job) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := time.Now()
+	j.closing, j.started = true, now
+	if len(w.inflight) > 1 && w.inflight[0] == j {
+		w.inflight[1].started, w.inflight[1].began = now, now
+	}
 }
 
 // progress records that a running job produced output: a response that
@@ -340,8 +382,10 @@ func (w *Worker) progress(j *Job) {
 
 // finish records that j is done and returns how many finished jobs to
 // report to the pool: each one for a threaded worker, the whole batch once
-// it is done for a one-at-a-time worker.
-func (w *Worker) finish(j *Job) int {
+// it is done for a one-at-a-time worker. With startNext, the next job of
+// the batch counts as started now (not when a closing job is settled: the
+// next one started earlier, and its clock with it).
+func (w *Worker) finish(j *Job, startNext bool) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for i, x := range w.inflight {
@@ -356,7 +400,9 @@ func (w *Worker) finish(j *Job) int {
 	if len(w.inflight) == 0 {
 		w.lastSeen, w.lastBusy = now, now
 	} else if !w.threaded() {
-		w.inflight[0].started, w.inflight[0].began = now, now // the next job of the batch starts running now
+		if startNext {
+			w.inflight[0].started, w.inflight[0].began = now, now // the next job of the batch starts running now
+		}
 		return 0
 	}
 	n := w.finished
@@ -371,10 +417,23 @@ func (w *Worker) threaded() bool { return w.slots > 1 }
 
 // running returns the jobs the worker is running now.
 func (w *Worker) running() []*Job {
-	if w.threaded() || len(w.inflight) == 0 {
-		return w.inflight
+	from, to := w.runningSpan()
+	return w.inflight[from:to]
+}
+
+// runningSpan is where running's jobs stand in inflight. For a
+// one-at-a-time worker it is the first job, or, while the first is closing
+// (its close() may have returned unseen), the next one, which may have
+// started: a timeout or a crash is then its doing, and it is not run again
+// elsewhere.
+func (w *Worker) runningSpan() (from, to int) {
+	switch {
+	case w.threaded() || len(w.inflight) == 0:
+		return 0, len(w.inflight)
+	case w.inflight[0].closing && len(w.inflight) > 1:
+		return 1, 2
 	}
-	return w.inflight[:1]
+	return 0, 1
 }
 
 func (w *Worker) logFrame(p []byte) {
@@ -403,8 +462,8 @@ func (w *Worker) logFrame(p []byte) {
 func (w *Worker) failInflight() []*Job {
 	w.mu.Lock()
 	w.dead = true
-	running := w.running()
-	rest := w.inflight[len(running):]
+	from, to := w.runningSpan()
+	running, rest := w.inflight[from:to], w.inflight[to:]
 	w.inflight = nil
 	reason := w.killErr
 	timedOut := make([]bool, len(running))
@@ -496,7 +555,7 @@ func (w *Worker) send(jobs []*Job, nextStream func() uint32) bool {
 
 // cancel tells the worker to stop producing the response of a stream.
 func (w *Worker) cancel(stream uint32) {
-	if w.job(stream) != nil {
+	if j, _ := w.job(stream); j != nil {
 		w.write(wire.AppendHeader(nil, wire.Header{Kind: wire.KindCancel, Stream: stream}))
 	}
 }

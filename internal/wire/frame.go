@@ -109,7 +109,12 @@ const (
 	FlagBodyFile  uint8 = 0x01 // REQUEST: body is in the file named by taipan.body_path
 	FlagWebSocket uint8 = 0x02 // REQUEST: a WebSocket handshake; the scope's type is "websocket"
 	FlagEnd       uint8 = 0x01 // HEAD, BODY, WS_CLOSE: this frame ends the stream
-	FlagText      uint8 = 0x01 // WS_RECEIVE, WS_SEND: a text message (UTF-8), else binary
+	// FlagClosing, beside FlagEnd on a HEAD or BODY frame of a worker that
+	// runs one request at a time: the response is complete, but the app's
+	// close() still runs. The worker is done with the stream at the first
+	// frame of its next stream, or at an END frame of this one.
+	FlagClosing uint8 = 0x02
+	FlagText    uint8 = 0x01 // WS_RECEIVE, WS_SEND: a text message (UTF-8), else binary
 	// FlagCancelTimeout marks a CANCEL sent because the request ran past
 	// the timeout: an ASGI worker cancels the request's task.
 	FlagCancelTimeout uint8 = 0x01
