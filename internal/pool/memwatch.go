@@ -90,8 +90,13 @@ func (m *memoryWatch) check(w *Worker, now time.Time) bool {
 	w.mu.Lock()
 	busy := len(w.inflight) > 0
 	gone := w.killErr != nil || w.dead
+	fresh := w.served == 0 && !busy
 	w.mu.Unlock()
-	if gone {
+	if gone || fresh {
+		// A worker that has served nothing holds only what loading the
+		// app took: replacing it would bring one just as large, again and
+		// again (a reload to bigger code can get here; at start, Start
+		// refuses such a limit).
 		return false
 	}
 	rss, err := m.rss(w)

@@ -172,9 +172,24 @@ func TestMemoryWatchSamples(t *testing.T) {
 		})
 	}
 
+	// A worker that has served nothing is left alone even above the limit:
+	// its replacement would be just as large.
+	w := worker()
+	rss.Store(2 * limit)
+	m.sample(time.Now())
+	time.Sleep(200 * time.Millisecond)
+	if strings.Contains(logs.String(), "Recycling worker") {
+		t.Fatalf("a fresh worker was recycled for its memory:\n%s", logs)
+	}
+
 	// An idle worker above the limit is recycled at once, the gentle way:
 	// never counted among the busy ones that may be killed.
-	w := worker()
+	rss.Store(limit)
+	first := job("/sleep", "0", "")
+	p.Submit(first)
+	if _, err := collect(t, first); err != nil {
+		t.Fatal(err)
+	}
 	rss.Store(2 * limit)
 	m.sample(time.Now())
 	if len(m.over) != 0 {

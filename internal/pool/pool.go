@@ -159,12 +159,35 @@ func (p *Pool) Start() error {
 		p.spawn.close()
 		return err
 	}
+	if err := p.checkMaxRSS(workers); err != nil {
+		for _, w := range workers {
+			go w.run(p)
+			w.stop(p.cfg.StopTimeout)
+		}
+		p.spawn.close()
+		return err
+	}
 	for _, w := range workers {
 		p.adopt(w, 0)
 	}
 	go p.monitor()
 	if p.cfg.MaxRSS > 0 {
 		go newMemoryWatch(p).run()
+	}
+	return nil
+}
+
+// checkMaxRSS refuses a --max-rss below what a worker holds as soon as it
+// has loaded the app: every worker would be recycled for its memory as soon
+// as it started, endlessly.
+func (p *Pool) checkMaxRSS(workers []*Worker) error {
+	if p.cfg.MaxRSS <= 0 {
+		return nil
+	}
+	for _, w := range workers {
+		if rss, err := w.rssBytes(); err == nil && rss > p.cfg.MaxRSS {
+			return fmt.Errorf("--max-rss %d MB is below the %d MB worker %d holds once it has loaded the app; raise it", p.cfg.MaxRSS>>20, rss>>20, w.ID)
+		}
 	}
 	return nil
 }
@@ -915,7 +938,9 @@ func (p *Pool) Close(ctx context.Context) error {
 		j.deliver(Event{Err: ErrClosed})
 	}
 	grace := p.cfg.StopTimeout
-	if d, ok := ctx.Deadline(); ok {
+	if ctx.Err() != nil {
+		grace = 0 // stop now: a second signal, or the graceful timeout is over
+	} else if d, ok := ctx.Deadline(); ok {
 		grace = min(grace, max(time.Until(d), 0))
 	}
 	var wg sync.WaitGroup

@@ -218,7 +218,7 @@ func (w *Worker) abortBoot(err error, python string) error {
 		w.kill()
 	}
 	waitErr := w.proc.Wait()
-	w.relay.Wait()
+	w.awaitOutput()
 	if errors.Is(err, io.EOF) {
 		// It exited before saying anything: wrong interpreter, a syntax
 		// error in the worker, a signal. Its output is in the log.

@@ -130,6 +130,27 @@ func (w *Worker) relayOutput(r *os.File) {
 	w.log.Relay(r, w.ID, w.Pid)
 }
 
+// outputDrain bounds how long a worker that has exited may keep its output
+// pipes open: see awaitOutput.
+const outputDrain = time.Second
+
+// awaitOutput waits, once the worker has exited, for the rest of its output
+// to reach the log (a traceback it wrote as it died). Not for long: a
+// process the app started inherits the pipes and may hold them open for as
+// long as it lives, and that must not hold up the worker's replacement, a
+// boot error or a shutdown. Whatever it writes is still relayed.
+func (w *Worker) awaitOutput() {
+	done := make(chan struct{})
+	go func() {
+		w.relay.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(outputDrain):
+	}
+}
+
 // collectTracebacks keeps what the worker's faulthandler writes, for dumpStack.
 func (w *Worker) collectTracebacks(r *os.File) {
 	defer w.relay.Done()
@@ -196,7 +217,7 @@ func (w *Worker) run(p *Pool) (unstarted []*Job, err error) {
 	unstarted = w.failInflight()
 	w.conn.Close()
 	waitErr := w.proc.Wait()
-	w.relay.Wait()
+	w.awaitOutput()
 	w.reader.Close()
 	close(w.done)
 	if waitErr != nil {
@@ -589,8 +610,11 @@ func (w *Worker) stop(grace time.Duration) {
 	case <-w.done:
 	case <-time.After(grace):
 		// An ASGI app's lifespan shutdown, or an atexit hook, is cut
-		// short: say so, or its missing work is a mystery.
-		w.log.Warnf("Worker %d (pid %d) did not exit within %v of being asked; killing it", w.ID, w.Pid, grace)
+		// short: say so, or its missing work is a mystery. (No grace is
+		// a stop-now, which the log has already said.)
+		if grace > 0 {
+			w.log.Warnf("Worker %d (pid %d) did not exit within %v of being asked; killing it", w.ID, w.Pid, grace)
+		}
 		w.kill()
 		<-w.done
 	}
