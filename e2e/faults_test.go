@@ -532,7 +532,7 @@ func TestFaultInterpreterMissing(t *testing.T) {
 	// Something that runs but is not Python: the first worker's failure
 	// is the message, and taipan exits 1.
 	code, out := runTaipan(t, 10*time.Second, "--python", "/bin/true", "-w", "2", "-b", freeAddr(t), "--pythonpath", appsDir(t), "faultapp:app")
-	if code != 1 || !regexp.MustCompile(`(?m)^`+logPrefix("CRITICAL")+`worker \d+ \(pid \d+\) exited while starting, with status 0, before reporting ready: is /bin/true a Python interpreter\?$`).MatchString(out) ||
+	if code != 1 || !regexp.MustCompile(`(?m)^`+logPrefix("CRITICAL")+`worker \d+ \(pid \d+\) exited while starting, with status 0, before reporting ready: does the app exit \(sys\.exit, os\._exit\) as it is imported, or is /bin/true not a Python interpreter\?$`).MatchString(out) ||
 		!strings.HasSuffix(out, "\ntaipan: workers failed to start\n") {
 		t.Errorf("--python /bin/true: exit %d, output:\n%s", code, out)
 	}

@@ -372,7 +372,7 @@ func (srv *forkServer) startError(err error, timeout time.Duration, python strin
 		return fmt.Errorf("the fork server (pid %d) did not load the app within %v", srv.pid, timeout)
 	case errors.Is(err, errEOF):
 		if srv.waitErr == nil {
-			return fmt.Errorf("the fork server (pid %d) exited while starting, with status 0, before reporting ready: is %s a Python interpreter?", srv.pid, python)
+			return fmt.Errorf("the fork server (pid %d) exited while starting, with status 0, before reporting ready: does the app exit (sys.exit, os._exit) as it is imported, or is %s not a Python interpreter?", srv.pid, python)
 		}
 		return fmt.Errorf("the fork server (pid %d) exited while starting: %v", srv.pid, srv.waitErr)
 	}

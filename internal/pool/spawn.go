@@ -223,7 +223,7 @@ func (w *Worker) abortBoot(err error, python string) error {
 		// It exited before saying anything: wrong interpreter, a syntax
 		// error in the worker, a signal. Its output is in the log.
 		if waitErr == nil {
-			return fmt.Errorf("worker %d (pid %d) exited while starting, with status 0, before reporting ready: is %s a Python interpreter?", w.ID, w.Pid, python)
+			return fmt.Errorf("worker %d (pid %d) exited while starting, with status 0, before reporting ready: does the app exit (sys.exit, os._exit) as it is imported, or is %s not a Python interpreter?", w.ID, w.Pid, python)
 		}
 		return fmt.Errorf("worker %d (pid %d) exited while starting: %v", w.ID, w.Pid, waitErr)
 	}
