@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"taipan/internal/edge"
 	"taipan/internal/logging"
@@ -78,14 +77,7 @@ type scratch struct {
 	environ wire.EnvironEncoder
 	head    wire.ResponseHead
 	out     edge.ResponseHead
-	watch   *time.Timer // when an ASGI request starts watching its client
 }
-
-// asgiWatchDelay is how long an ASGI request runs before its connection is
-// watched for the client leaving (so that the app hears http.disconnect,
-// as a long poll or an event stream that has sent nothing yet must).
-// Watching costs a goroutine and a read; quick requests never need it.
-const asgiWatchDelay = 100 * time.Millisecond
 
 // Serve runs one request on a worker.
 func (b *Bridge) Serve(w edge.ResponseWriter, r *edge.Request) {
@@ -123,20 +115,19 @@ func (b *Bridge) Serve(w edge.ResponseWriter, r *edge.Request) {
 		r.Worker, r.WorkerPid = job.Worker()
 		job.Release(!finished)
 	}()
-	var gone <-chan struct{} // watched once a response streams
-	var watchSoon <-chan time.Time
-	if p.Interface() == "asgi" {
-		if s.watch == nil {
-			s.watch = time.NewTimer(asgiWatchDelay)
-		} else {
-			s.watch.Reset(asgiWatchDelay)
-		}
-		defer s.watch.Stop()
-		watchSoon = s.watch.C
-	}
+	// The client is watched once a response streams, or once an ASGI
+	// request has run a while (the pool says so), so that the app hears of
+	// a client that leaves a long poll before anything was sent.
+	var gone <-chan struct{}
 	for {
 		select {
 		case ev := <-job.Events():
+			if ev.WatchClient {
+				if gone == nil {
+					gone = w.ClientGone()
+				}
+				continue
+			}
 			done, err := b.forward(w, r, s, &ev)
 			ev.Release()
 			if err == errResponseRefused {
@@ -155,11 +146,6 @@ func (b *Bridge) Serve(w edge.ResponseWriter, r *edge.Request) {
 				// A streaming response may wait long between parts (server-
 				// sent events, long polls): notice a client that leaves
 				// meanwhile, so the app hears of it (CANCEL, http.disconnect).
-				gone = w.ClientGone()
-			}
-		case <-watchSoon:
-			watchSoon = nil
-			if gone == nil {
 				gone = w.ClientGone()
 			}
 		case <-gone:

@@ -34,6 +34,10 @@ type Event struct {
 	Payload []byte
 	File    *os.File // FILE events only; the receiver closes it
 	Err     error    // set when the job cannot complete (worker died)
+	// WatchClient, alone in an event, says the request of an ASGI worker
+	// has run for a while (asgiWatchAfter): its client should be watched,
+	// so that the app hears if it leaves (http.disconnect).
+	WatchClient bool
 
 	frame *wire.Frame
 }
@@ -82,6 +86,7 @@ type Job struct {
 	started   time.Time // when it started running, or last produced output
 	began     time.Time // when it started running (for Snapshot)
 	closing   bool      // its response is complete, the app's close() runs (wire.FlagClosing)
+	nudged    bool      // a WatchClient event was sent
 	timedOut  bool      // it ran past the timeout
 	cancelled time.Time // when its ASGI task was cancelled for it
 	events    chan Event

@@ -171,10 +171,43 @@ func (p *Pool) Start() error {
 		p.adopt(w, 0)
 	}
 	go p.monitor()
+	if p.Interface() == "asgi" {
+		go p.nudgeLongRequests()
+	}
 	if p.cfg.MaxRSS > 0 {
 		go newMemoryWatch(p).run()
 	}
 	return nil
+}
+
+// asgiWatchAfter is how long a request runs on an ASGI worker before its
+// Handler is told to watch the client (Event.WatchClient). Watching costs
+// a goroutine and a read; quick requests never need it, and a timer of
+// their own cost each one about a microsecond.
+const asgiWatchAfter = 100 * time.Millisecond
+
+// nudgeLongRequests sends WatchClient, once, to each request that has run
+// on an ASGI worker for asgiWatchAfter, until the pool stops.
+func (p *Pool) nudgeLongRequests() {
+	t := time.NewTicker(asgiWatchAfter / 2)
+	defer t.Stop()
+	var workers []*Worker
+	for {
+		select {
+		case <-p.stopped:
+			return
+		case now := <-t.C:
+			p.mu.Lock()
+			workers = workers[:0]
+			for _, w := range p.workers {
+				workers = append(workers, w)
+			}
+			p.mu.Unlock()
+			for _, w := range workers {
+				w.nudge(now.Add(-asgiWatchAfter))
+			}
+		}
+	}
 }
 
 // checkMaxRSS refuses a --max-rss below what a worker holds as soon as it

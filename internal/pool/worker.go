@@ -379,6 +379,24 @@ func (w *Worker) job(stream uint32) (j, settled *Job) {
 	return j, settled
 }
 
+// nudge sends WatchClient to each of w's requests (WebSocket sessions
+// aside) that began before t and has not had it. The send does not wait: a
+// job whose events are backed up is nudged at a later tick.
+func (w *Worker) nudge(t time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, j := range w.inflight {
+		if j.nudged || j.websocket || j.began.IsZero() || j.began.After(t) {
+			continue
+		}
+		select {
+		case j.events <- Event{WatchClient: true}:
+			j.nudged = true
+		default:
+		}
+	}
+}
+
 // markClosing records that j's response is complete while the app's
 // close() still runs. The job that comes next may start at any moment: its
 // clock starts now, and until j is settled it is the one counted running.
