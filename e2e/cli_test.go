@@ -1,11 +1,14 @@
 package e2e
 
 import (
+	"bufio"
 	"fmt"
 	"net"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -393,5 +396,120 @@ func TestDemo(t *testing.T) {
 	})
 	if !strings.Contains(s.Stderr(), "built-in demo") {
 		t.Errorf("log does not say the demo is served:\n%s", s.Stderr())
+	}
+}
+
+// TestCLIBadValuesFailAlike runs values that used to be accepted (and then
+// wrapped around, panicked, or failed only once taipan had started) both
+// with --print-config and as a start: each must be refused the same way,
+// with one line and exit 2, before anything starts.
+func TestCLIBadValuesFailAlike(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--max-requests", "5", "--max-requests-jitter", "9223372036854775807"}, "--max-requests-jitter must be at most"},
+		{[]string{"-t", "nan"}, `want a number of seconds from 0 to 1000000000, got "nan"`},
+		{[]string{"--graceful-timeout", "1e300"}, `got "1e300"`},
+		{[]string{"--keep-alive", "inf"}, `got "inf"`},
+		{[]string{"--limit-request-body", "18014398509481985k"}, "too large"},
+		{[]string{"--ws-max-size", "18014398509481985k"}, "too large"},
+		{[]string{"--max-rss", "17592186044417"}, "--max-rss must be at most"},
+		{[]string{"--limit-request-line", "9223372036854775807"}, "--limit-request-line must be between 1 and 1048576"},
+		{[]string{"--limit-request-field_size", "9223372036854775807"}, "--limit-request-field_size must be between 1 and 1048576"},
+		{[]string{"--tmp-dir", "/nonexistent/taipan-tmp"}, "--tmp-dir: /nonexistent/taipan-tmp: no such file or directory"},
+		{[]string{"--header-timeout", "0"}, "--header-timeout must be positive"},
+		{[]string{"-k", "gevent", "--threads", "4"}, "--threads does not apply to -k gevent"},
+		{[]string{"--forwarded-allow-ips", "notanip"}, `--forwarded-allow-ips: "notanip" is not an IP address`},
+		{[]string{"--forwarded-allow-ips", "10.0.0.0/33"}, `"10.0.0.0/33"`},
+		{[]string{"--metrics-bind", "garbage"}, `--metrics-bind "garbage": want HOST:PORT`},
+		{[]string{"--metrics-bind", "127.0.0.1:99999"}, `bad port "99999"`},
+	}
+	for _, tc := range cases {
+		var first string
+		for _, mode := range []string{"--print-config", "start"} {
+			args := append([]string{"--python", pythonPath(), "-b", freeAddr(t), "--pythonpath", appsDir(t)}, tc.args...)
+			if mode == "--print-config" {
+				args = append(args, mode)
+			}
+			args = append(args, "testapp:app")
+			code, out := runTaipan(t, 10*time.Second, args...)
+			if code != 2 {
+				t.Errorf("%v (%s): exit %d, want 2; output %q", tc.args, mode, code, out)
+			}
+			if n := strings.Count(strings.TrimRight(out, "\n"), "\n"); n != 0 || !strings.HasPrefix(out, "taipan: ") || !strings.Contains(out, tc.want) {
+				t.Errorf("%v (%s): output %q, want one 'taipan: ' line with %q", tc.args, mode, out, tc.want)
+			}
+			if first == "" {
+				first = out
+			} else if out != first {
+				t.Errorf("%v: --print-config says %q, a start %q", tc.args, first, out)
+			}
+		}
+	}
+}
+
+// TestCLIClosedStdoutAndStderr runs taipan with its stdout (the access log)
+// and stderr (the error log) piped to a reader that goes away, as in
+// `taipan --access-logfile - app | head -n 2`: taipan must keep serving,
+// as gunicorn does, instead of dying of SIGPIPE at its next log line.
+func TestCLIClosedStdoutAndStderr(t *testing.T) {
+	t.Parallel()
+	addr := freeAddr(t)
+	cmd := exec.Command(taipanBin, "--python", pythonPath(), "-b", addr, "-w", "1", "--access-logfile", "-",
+		"--pythonpath", appsDir(t), "testapp:app")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
+	})
+	// Read the error log up to its first lines, then close both pipes.
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "Listening at") {
+			break
+		}
+	}
+	stdout.Close()
+	stderr.Close()
+	for i := range 6 {
+		path := "/pid"
+		if i%2 == 1 {
+			path = "/raise" // an error log entry too
+		}
+		resp, err := timeoutClient(5 * time.Second).Get("http://" + addr + path)
+		if err != nil {
+			select {
+			case <-exited:
+				t.Fatalf("request %d: taipan exited (%v) once its output pipes were closed", i, cmd.ProcessState)
+			default:
+				t.Fatalf("request %d: %v", i, err)
+			}
+		}
+		resp.Body.Close()
+		time.Sleep(300 * time.Millisecond) // past the access log's flush
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+		if code := cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("exit %v after SIGTERM, want 0", cmd.ProcessState)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("taipan did not stop on SIGTERM")
 	}
 }

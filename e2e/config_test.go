@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -211,5 +213,67 @@ func TestConfigErrors(t *testing.T) {
 				t.Errorf("stderr %q, want %q in it", errOut, tc.want)
 			}
 		})
+	}
+}
+
+// TestConfigPrintConfigReadsBack saves --print-config's output as a
+// config file and reads it back: with -k gevent, the printed threads
+// used to be --worker-connections, which --threads then refused.
+func TestConfigPrintConfigReadsBack(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	args := []string{"--python", pythonPath(), "-k", "gevent", "--worker-connections", "5000", "testapp:app"}
+	code, printed, errOut := runIn(t, dir, nil, append(args, "--print-config")...)
+	if code != 0 {
+		t.Fatalf("exit %d; stderr %q", code, errOut)
+	}
+	writeConfig(t, dir, "gv.toml", printed)
+	code, again, errOut := runIn(t, dir, nil, "--config", "gv.toml", "--print-config")
+	if code != 0 {
+		t.Fatalf("reading the printed config back: exit %d; stderr %q\n%s", code, errOut, printed)
+	}
+	values := func(out string) []string {
+		var lines []string
+		for _, l := range strings.Split(out, "\n") {
+			if v, _, _ := strings.Cut(l, "#"); strings.Contains(v, " = ") {
+				lines = append(lines, strings.TrimSpace(v))
+			}
+		}
+		return lines
+	}
+	if a, b := strings.Join(values(printed), "\n"), strings.Join(values(again), "\n"); a != b {
+		t.Errorf("settings differ once read back:\n%s\n--- read back:\n%s", a, b)
+	}
+	for _, want := range []string{`worker-class = "gevent"`, "worker-connections = 5000", "threads = 1"} {
+		if !strings.Contains(printed, want) {
+			t.Errorf("output lacks %q:\n%s", want, printed)
+		}
+	}
+}
+
+// TestConfigKeepAliveZero checks --keep-alive 0 as gunicorn has it: no
+// keep-alive, each response says Connection: close and the connection
+// ends, rather than the default 5 s it silently meant.
+func TestConfigKeepAliveZero(t *testing.T) {
+	t.Parallel()
+	for _, keepAlive := range []string{"0", "5"} {
+		s := startTestApp(t, "-w", "1", "--keep-alive", keepAlive)
+		c := dialRaw(t, s.Addr)
+		br := bufio.NewReader(c)
+		io.WriteString(c, "GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, _ := ReadResponse(t, br, "GET")
+		if resp.StatusCode != 200 {
+			t.Fatalf("--keep-alive %s: status %d", keepAlive, resp.StatusCode)
+		}
+		if want := keepAlive == "0"; resp.Close != want {
+			t.Errorf("--keep-alive %s: Connection: close is %v, want %v (header %q)", keepAlive, resp.Close, want, resp.Header.Get("Connection"))
+		}
+		if keepAlive != "0" {
+			continue
+		}
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if n, err := br.ReadByte(); err != io.EOF {
+			t.Errorf("--keep-alive 0: connection still open after the response (read %v, %v)", n, err)
+		}
 	}
 }

@@ -357,11 +357,13 @@ func TestReadyzDuringDrain(t *testing.T) {
 // any worker starts, with a message naming the flag.
 func TestMetricsBindErrors(t *testing.T) {
 	t.Parallel()
-	for _, addr := range []string{"nonsense", takenAddr(t)} {
+	// A malformed address is bad configuration (exit 2, as every bad
+	// setting); a taken one fails at start (exit 1).
+	for addr, want := range map[string]int{"nonsense": 2, takenAddr(t): 1} {
 		bind := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 		code, out := runTaipan(t, 20*time.Second, "--python", pythonPath(), "-b", bind, "--metrics-bind", addr)
-		if code != 1 || !strings.Contains(out, "--metrics-bind") || strings.Contains(out, "Booted worker") {
-			t.Errorf("--metrics-bind %s: exit %d\n%s", addr, code, out)
+		if code != want || !strings.Contains(out, "--metrics-bind") || strings.Contains(out, "Booted worker") {
+			t.Errorf("--metrics-bind %s: exit %d, want %d\n%s", addr, code, want, out)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,7 +17,10 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"taipan/internal/edge"
+	"taipan/internal/forwarded"
 	"taipan/internal/httpsyntax"
 	"taipan/internal/logging"
 )
@@ -184,6 +188,14 @@ const (
 	DefaultBind = "127.0.0.1:8000"
 )
 
+// Upper bounds of integer settings, past any sensible value; each keeps
+// what is computed from its setting from overflowing.
+const (
+	maxRequests   = 1_000_000_000 // --max-requests, --max-requests-jitter
+	maxHeadLine   = 1 << 20       // --limit-request-line, --limit-request-field_size
+	maxHeadFields = 32768         // --limit-request-fields, gunicorn's own ceiling
+)
+
 // parse resolves args (without the program name) into a Config. src adds
 // --config and --print-config, and fills in the flags args leave unset
 // from the environment and the config file (see Parse). getenv looks up
@@ -234,6 +246,7 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 		timeout                   = seconds(c.Timeout)
 		heartbeat, hbTimeout      = seconds(c.Heartbeat), seconds(c.HeartbeatTimeout)
 		maxRSSMB                  int64
+		threads                   int // the flag's; c.Threads is resolved from it and -k
 		workerConnections         int
 		bodyLimit, bodyMemory     = size(c.LimitRequestBody), size(c.BodyMemoryLimit)
 		wsMaxSize                 = size(c.WSMaxSize)
@@ -249,7 +262,7 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 	both("e", "env", func(n string) { fs.Var(&envs, n, "") })
 	both("h", "help", func(n string) { fs.BoolVar(&help, n, false, "") })
 	both("v", "version", func(n string) { fs.BoolVar(&version, n, false, "") })
-	fs.IntVar(&c.Threads, "threads", c.Threads, "")
+	fs.IntVar(&threads, "threads", c.Threads, "")
 	both("k", "worker-class", func(n string) { fs.StringVar(&c.WorkerClass, n, "sync", "") })
 	fs.IntVar(&workerConnections, "worker-connections", 1000, "")
 	fs.StringVar(&c.Interface, "interface", "auto", "")
@@ -370,9 +383,10 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 	if c.Workers < 1 {
 		return nil, Serve, usagef("--workers must be at least 1, got %d", c.Workers)
 	}
-	if c.Threads < 1 || c.Threads > 1024 {
-		return nil, Serve, usagef("--threads must be between 1 and 1024, got %d", c.Threads)
+	if threads < 1 || threads > 1024 {
+		return nil, Serve, usagef("--threads must be between 1 and 1024, got %d", threads)
 	}
+	c.Threads = threads
 	if workerConnections < 1 || workerConnections > 100000 {
 		return nil, Serve, usagef("--worker-connections must be between 1 and 100000, got %d", workerConnections)
 	}
@@ -390,6 +404,12 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 			c.WorkerClass = "gthread"
 		}
 	case "gevent":
+		// A gevent worker runs --worker-connections greenlets, not
+		// threads. The flag keeps its own value, so --print-config's
+		// output reads back.
+		if threads > 1 {
+			return nil, Serve, usagef("--threads does not apply to -k gevent, whose workers each run up to --worker-connections requests in greenlets; drop --threads, or use -k gthread")
+		}
 		c.Threads = workerConnections
 		if c.Preload {
 			return nil, Serve, usagef("--preload cannot be combined with -k gevent yet (the fork server does not monkey-patch)")
@@ -446,6 +466,17 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 	if c.MaxRequests < 0 || c.MaxRequestsJitter < 0 || maxRSSMB < 0 {
 		return nil, Serve, usagef("--max-requests, --max-requests-jitter and --max-rss must not be negative")
 	}
+	// Bounded so that a worker's limit (--max-requests plus a random part
+	// of the jitter) cannot overflow, nor the jitter's range panic.
+	if c.MaxRequests > maxRequests {
+		return nil, Serve, usagef("--max-requests must be at most %d, got %d", maxRequests, c.MaxRequests)
+	}
+	if c.MaxRequestsJitter > maxRequests {
+		return nil, Serve, usagef("--max-requests-jitter must be at most %d, got %d", maxRequests, c.MaxRequestsJitter)
+	}
+	if maxRSSMB > maxBytes>>20 {
+		return nil, Serve, usagef("--max-rss must be at most %d MB (1 PiB), got %d", maxBytes>>20, maxRSSMB)
+	}
 	c.MaxRSS = maxRSSMB << 20
 	laneWorkers := 0
 	for _, l := range lanes {
@@ -489,6 +520,11 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 	}
 	c.KeepAlive, c.HeaderTimeout = time.Duration(keepAlive), time.Duration(headerTimeout)
 	c.WriteTimeout, c.BodyTimeout = time.Duration(writeTimeout), time.Duration(bodyTimeout)
+	if c.HeaderTimeout <= 0 {
+		// No "0 = no limit": a client could then hold a connection open
+		// forever by sending its head a byte at a time.
+		return nil, Serve, usagef("--header-timeout must be positive")
+	}
 	if c.WriteTimeout <= 0 {
 		return nil, Serve, usagef("--write-timeout must be positive")
 	}
@@ -505,6 +541,16 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 		return nil, Serve, usagef("--server-header %q: want a header value (printable, no CR or LF, no spaces around it), or none", c.ServerHeader)
 	}
 	c.LimitRequestBody, c.BodyMemoryLimit = int64(bodyLimit), int64(bodyMemory)
+	if c.TmpDir != "" {
+		// Checked now: a missing or read-only directory would otherwise
+		// fail only the first request whose body spills (500).
+		if c.TmpDir, err = filepath.Abs(c.TmpDir); err != nil {
+			return nil, Serve, usagef("--tmp-dir: %v", err)
+		}
+		if err := checkWritableDir(c.TmpDir); err != nil {
+			return nil, Serve, usagef("--tmp-dir: %v", err)
+		}
+	}
 	if c.Static, err = parseMounts("--static", statics); err != nil {
 		return nil, Serve, err
 	}
@@ -523,6 +569,9 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 	}
 	if c.ForwardedHeaders != "x-forwarded" && c.ForwardedHeaders != "forwarded" {
 		return nil, Serve, usagef("--forwarded-headers must be x-forwarded or forwarded, got %q", c.ForwardedHeaders)
+	}
+	if _, err := forwarded.ParseTrust(c.ForwardedAllowIPs); err != nil {
+		return nil, Serve, usagef("--forwarded-allow-ips: %v", err)
 	}
 	if c.ProxyProtocol && strings.TrimSpace(strings.ReplaceAll(c.ForwardedAllowIPs, ",", "")) == "" {
 		return nil, Serve, usagef("--proxy-protocol needs --forwarded-allow-ips to name the proxies allowed to send PROXY headers")
@@ -574,13 +623,58 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 	if c.WSPingInterval < 0 || c.WSPingTimeout <= 0 {
 		return nil, Serve, usagef("--ws-ping-interval must not be negative and --ws-ping-timeout must be positive")
 	}
-	if c.LimitRequestLine <= 0 || c.LimitRequestFields <= 0 || c.LimitRequestFieldSize <= 0 {
-		return nil, Serve, usagef("--limit-request-line, --limit-request-fields and --limit-request-field_size must be positive")
+	// The head of a request is held in memory whole, and a line is read
+	// up to its limit plus CRLF: the bounds keep both sane (and the sum
+	// from overflowing, which refused every request).
+	if c.LimitRequestLine <= 0 || c.LimitRequestLine > maxHeadLine {
+		return nil, Serve, usagef("--limit-request-line must be between 1 and %d (1 MiB), got %d", maxHeadLine, c.LimitRequestLine)
+	}
+	if c.LimitRequestFieldSize <= 0 || c.LimitRequestFieldSize > maxHeadLine {
+		return nil, Serve, usagef("--limit-request-field_size must be between 1 and %d (1 MiB), got %d", maxHeadLine, c.LimitRequestFieldSize)
+	}
+	if c.LimitRequestFields <= 0 || c.LimitRequestFields > maxHeadFields {
+		return nil, Serve, usagef("--limit-request-fields must be between 1 and %d, got %d", maxHeadFields, c.LimitRequestFields)
+	}
+	if c.MetricsBind != "" {
+		if err := checkMetricsBind(c.MetricsBind); err != nil {
+			return nil, Serve, err
+		}
 	}
 	if c.Python, err = findPython(python, getenv); err != nil {
 		return nil, Serve, err
 	}
 	return c, Serve, nil
+}
+
+// checkWritableDir reports why dir cannot take new files, if it cannot:
+// it is missing, not a directory, or not writable (permissions, a
+// read-only file system).
+func checkWritableDir(dir string) error {
+	st, err := os.Stat(dir)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%s: %v", dir, errors.Unwrap(err))
+	case !st.IsDir():
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
+		return fmt.Errorf("%s is not writable: %v", dir, err)
+	}
+	return nil
+}
+
+// checkMetricsBind checks a --metrics-bind address as the listener will
+// take it, HOST:PORT, so that a bad one is a usage error here rather than
+// a failure once taipan has started.
+func checkMetricsBind(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return usagef("--metrics-bind %q: want HOST:PORT (%v)", addr, err)
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return usagef("--metrics-bind %q: bad port %q", addr, port)
+	}
+	return nil
 }
 
 // findPython resolves the interpreter: --python, else $VIRTUAL_ENV's, else
@@ -729,10 +823,20 @@ type seconds time.Duration
 func (s *seconds) String() string {
 	return strconv.FormatFloat(time.Duration(*s).Seconds(), 'f', -1, 64)
 }
+
+// maxSeconds bounds every seconds value (about 31 years): far past any
+// sensible timeout, and far enough below the largest time.Duration (about
+// 292 years) that a deadline computed from one cannot overflow. Without it
+// 1e300 or inf became a negative duration, and nan an arbitrary one.
+const maxSeconds = 1_000_000_000
+
+// Set parses every seconds value, whether from a flag, the environment or
+// the config file: a finite number from 0 to maxSeconds.
 func (s *seconds) Set(v string) error {
-	f, err := strconv.ParseFloat(v, 64)
-	if err != nil || f < 0 {
-		return fmt.Errorf("want a number of seconds, got %q", v)
+	f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+	// !(f >= 0 && f <= maxSeconds) also refuses NaN, which compares false.
+	if (err != nil && !errors.Is(err, strconv.ErrRange)) || !(f >= 0 && f <= maxSeconds) {
+		return fmt.Errorf("want a number of seconds from 0 to %d, got %q", maxSeconds, v)
 	}
 	*s = seconds(f * float64(time.Second))
 	return nil
@@ -742,6 +846,15 @@ func (s *seconds) Set(v string) error {
 type size int64
 
 func (s *size) String() string { return strconv.FormatInt(int64(*s), 10) }
+
+// maxBytes bounds every byte count (1 PiB): past any real body, message or
+// memory size, and far from where int64 arithmetic on one could
+// overflow. Without it, 18014398509481985k wrapped around to 1024.
+const maxBytes = 1 << 50
+
+// Set parses every size, whether from a flag, the environment or the
+// config file: a whole number of bytes, or of KiB, MiB or GiB with a k, m
+// or g suffix, from 0 to maxBytes.
 func (s *size) Set(v string) error {
 	mult := int64(1)
 	t := strings.ToLower(strings.TrimSpace(v))
@@ -755,8 +868,11 @@ func (s *size) Set(v string) error {
 		mult, t = 1<<30, t[:len(t)-1]
 	}
 	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n < 0 {
+	switch {
+	case err != nil && !errors.Is(err, strconv.ErrRange), n < 0:
 		return fmt.Errorf("want a size in bytes (suffix k, m or g allowed), got %q", v)
+	case err != nil, n > maxBytes/mult: // compared before multiplying, which could wrap
+		return fmt.Errorf("size %q is too large (at most %d bytes, 1 PiB)", v, int64(maxBytes))
 	}
 	*s = size(n * mult)
 	return nil
@@ -788,7 +904,7 @@ Server:
                              127.0.0.1:8000, or the sockets systemd passes)
   -w, --workers N            Python worker processes (default: one per CPU)
       --threads N            requests each worker runs at once, in threads
-                             (for I/O-bound apps; default 1)
+                             (for I/O-bound apps; default 1; not with -k gevent)
   -k, --worker-class K       sync (default), gthread (with --threads) or gevent
                              (each request in a greenlet; needs python3-gevent)
       --worker-connections N requests a gevent or ASGI worker runs at once
@@ -829,9 +945,10 @@ Server:
       --preload              import the app once and fork the workers from it
       --post-fork MOD:FN     call FN() in each worker after it starts or forks
       --reload               restart the workers when a .py file changes (development)
-      --pid FILE             write taipan's pid to FILE
+      --pid FILE             write taipan's pid to FILE (refused while the
+                             taipan it names runs; removed at exit)
       --keep-alive S         idle seconds before a keep-alive connection is
-                             closed (default 5)
+                             closed (default 5, 0 = one request per connection)
       --header-timeout S     seconds a client has to send a request head (default 10)
       --body-timeout S       seconds a client may pause while it sends a request
                              body; past them it gets 408 (default 30)
@@ -886,13 +1003,17 @@ Python:
       --root-path PATH       mount the app under PATH (SCRIPT_NAME)
 
 Limits:
-      --limit-request-line N        longest request line, bytes (default 4094; 414 beyond)
-      --limit-request-fields N      most header fields (default 100; 431 beyond)
-      --limit-request-field_size N  longest header line, bytes (default 8190; 431 beyond)
+      --limit-request-line N        longest request line, bytes (default 4094, at
+                                    most 1048576; 414 beyond)
+      --limit-request-fields N      most header fields (default 100, at most 32768;
+                                    431 beyond)
+      --limit-request-field_size N  longest header line, bytes (default 8190, at
+                                    most 1048576; 431 beyond)
       --limit-request-body SIZE     largest request body (default 1g, 0 = none; 413 beyond)
       --body-memory-limit SIZE      bodies above this are buffered in a temporary
                                     file instead of memory (default 1m)
-      --tmp-dir DIR                 where those files go (default $TMPDIR or /tmp)
+      --tmp-dir DIR                 where those files go; it must exist and be
+                                    writable (default $TMPDIR or /tmp)
       --ws-max-size SIZE            largest WebSocket message from a client
                                     (default 16m; close 1009 beyond)
       --ws-ping-interval S          ping WebSocket clients every S seconds

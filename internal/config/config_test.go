@@ -139,3 +139,140 @@ func TestFindPython(t *testing.T) {
 		t.Fatalf("missing interpreter: %v", err)
 	}
 }
+
+// TestOutOfRange checks that values past what taipan can represent or
+// sensibly use are refused with a message naming the flag, instead of
+// wrapping around (a size, --max-rss), turning negative (seconds) or
+// panicking later (--max-requests-jitter).
+func TestOutOfRange(t *testing.T) {
+	py := fakePython(t)
+	cases := map[string]struct {
+		args []string
+		want []string
+	}{
+		"jitter":           {[]string{"--max-requests", "5", "--max-requests-jitter", "9223372036854775807"}, []string{"--max-requests-jitter must be at most 1000000000"}},
+		"max requests":     {[]string{"--max-requests", "9223372036854775807"}, []string{"--max-requests must be at most 1000000000"}},
+		"max rss wraps":    {[]string{"--max-rss", "17592186044417"}, []string{"--max-rss must be at most 1073741824 MB"}},
+		"seconds nan":      {[]string{"-t", "nan"}, []string{"flag -t", "from 0 to 1000000000", `"nan"`}},
+		"seconds inf":      {[]string{"--graceful-timeout", "inf"}, []string{"-graceful-timeout", `"inf"`}},
+		"seconds -inf":     {[]string{"--keep-alive", "-Inf"}, []string{"-keep-alive", `"-Inf"`}},
+		"seconds 1e300":    {[]string{"--graceful-timeout", "1e300"}, []string{"-graceful-timeout", `"1e300"`}},
+		"seconds 1e400":    {[]string{"--boot-timeout", "1e400"}, []string{"-boot-timeout", `"1e400"`}},
+		"seconds 1e10":     {[]string{"--heartbeat", "1e10"}, []string{"-heartbeat", `"1e10"`}},
+		"size wraps":       {[]string{"--limit-request-body", "18014398509481985k"}, []string{"-limit-request-body", "too large"}},
+		"size wraps ws":    {[]string{"--ws-max-size", "18014398509481985k"}, []string{"-ws-max-size", "too large"}},
+		"size past int64":  {[]string{"--body-memory-limit", "99999999999999999999"}, []string{"-body-memory-limit", "too large"}},
+		"size past 1 PiB":  {[]string{"--limit-request-body", "1048577g"}, []string{"-limit-request-body", "too large"}},
+		"request line":     {[]string{"--limit-request-line", "9223372036854775807"}, []string{"--limit-request-line must be between 1 and 1048576"}},
+		"field size":       {[]string{"--limit-request-field_size", "9223372036854775807"}, []string{"--limit-request-field_size must be between 1 and 1048576"}},
+		"field size alias": {[]string{"--limit-request-field-size", "1048577"}, []string{"--limit-request-field_size must be between"}},
+		"fields":           {[]string{"--limit-request-fields", "32769"}, []string{"--limit-request-fields must be between 1 and 32768"}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, _, err := Parse(append([]string{"--python", py}, tc.args...), noenv)
+			var ue *UsageError
+			if !errors.As(err, &ue) {
+				t.Fatalf("want a UsageError, got %v", err)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("message is not one line: %q", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("message %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+	// The bounds themselves are accepted.
+	c, _, err := Parse([]string{"--python", py, "--max-requests", "1000000000", "--max-requests-jitter", "1000000000", "--max-rss", "1073741824",
+		"-t", "1e9", "--limit-request-body", "1048576g", "--limit-request-line", "1048576", "--limit-request-field_size", "1048576", "--limit-request-fields", "32768"}, noenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxRSS != 1<<50 || c.Timeout != 1e9*time.Second || c.LimitRequestBody != 1<<50 || c.LimitRequestLine != 1<<20 {
+		t.Errorf("%+v", c)
+	}
+}
+
+func TestKeepAliveAndHeaderTimeoutZero(t *testing.T) {
+	py := fakePython(t)
+	// --keep-alive 0 turns keep-alive off, as in gunicorn; it is not
+	// replaced by the default.
+	c, _, err := Parse([]string{"--python", py, "--keep-alive", "0"}, noenv)
+	if err != nil || c.KeepAlive != 0 {
+		t.Fatalf("--keep-alive 0: %v %v", c, err)
+	}
+	// A head may not take forever.
+	_, _, err = Parse([]string{"--python", py, "--header-timeout", "0"}, noenv)
+	var ue *UsageError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "--header-timeout must be positive") {
+		t.Fatalf("--header-timeout 0: %v", err)
+	}
+}
+
+func TestTmpDir(t *testing.T) {
+	py := fakePython(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for arg, want := range map[string]string{
+		"/nonexistent/dir": "--tmp-dir: /nonexistent/dir: no such file or directory",
+		file:               "--tmp-dir: " + file + " is not a directory",
+	} {
+		_, _, err := Parse([]string{"--python", py, "--tmp-dir", arg}, noenv)
+		var ue *UsageError
+		if !errors.As(err, &ue) || err.Error() != want {
+			t.Errorf("--tmp-dir %s: got %v, want %q", arg, err, want)
+		}
+	}
+	if os.Geteuid() != 0 { // root may write anywhere
+		ro := filepath.Join(dir, "ro")
+		if err := os.Mkdir(ro, 0o555); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err := Parse([]string{"--python", py, "--tmp-dir", ro}, noenv)
+		if err == nil || !strings.Contains(err.Error(), "is not writable") {
+			t.Errorf("read-only --tmp-dir: %v", err)
+		}
+	}
+	t.Chdir(dir)
+	c, _, err := Parse([]string{"--python", py, "--tmp-dir", "."}, noenv)
+	if err != nil || c.TmpDir != dir {
+		t.Fatalf("--tmp-dir .: %q %v", c.TmpDir, err)
+	}
+}
+
+// TestStartChecksAtParse covers values that used to pass --print-config
+// and fail only once taipan started: both must fail alike, as usage errors.
+func TestStartChecksAtParse(t *testing.T) {
+	py := fakePython(t)
+	cases := map[string]struct {
+		args []string
+		want string
+	}{
+		"not an ip":        {[]string{"--forwarded-allow-ips", "notanip"}, `--forwarded-allow-ips: "notanip" is not an IP address`},
+		"bad prefix":       {[]string{"--forwarded-allow-ips", "127.0.0.1,10.0.0.0/33"}, `--forwarded-allow-ips: "10.0.0.0/33"`},
+		"metrics no port":  {[]string{"--metrics-bind", "garbage"}, `--metrics-bind "garbage": want HOST:PORT`},
+		"metrics bad port": {[]string{"--metrics-bind", "127.0.0.1:99999"}, `--metrics-bind "127.0.0.1:99999": bad port "99999"`},
+		"gevent threads":   {[]string{"-k", "gevent", "--threads", "4"}, "--threads does not apply to -k gevent"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			for _, extra := range [][]string{nil, {"--print-config"}} {
+				_, _, err := Parse(append(append([]string{"--python", py}, extra...), tc.args...), noenv)
+				var ue *UsageError
+				if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) {
+					t.Errorf("%v: got %v, want a UsageError with %q", extra, err, tc.want)
+				}
+			}
+		})
+	}
+	c, _, err := Parse([]string{"--python", py, "--forwarded-allow-ips", " 10.0.0.0/8, ::1,*", "--metrics-bind", "[::1]:0"}, noenv)
+	if err != nil || c.MetricsBind != "[::1]:0" {
+		t.Fatalf("good values refused: %v", err)
+	}
+}

@@ -261,7 +261,7 @@ func (k kind) fromTOML(v any) ([]string, error) {
 	case float64:
 		switch k {
 		case floatKind, secondsKind, textKind:
-			return []string{strconv.FormatFloat(v, 'f', -1, 64)}, nil
+			return []string{strconv.FormatFloat(v, 'g', -1, 64)}, nil // 'g': 1e300 stays short in an error
 		}
 	case bool:
 		switch k {

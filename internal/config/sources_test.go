@@ -194,6 +194,10 @@ func TestEnvironmentErrors(t *testing.T) {
 		"bad boolean":      {environ("TAIPAN_PRELOAD=maybe"), []string{"env TAIPAN_PRELOAD", `"maybe"`}},
 		"bad seconds":      {environ("TAIPAN_TIMEOUT=soon"), []string{"env TAIPAN_TIMEOUT", "seconds"}},
 		"bad size":         {environ("TAIPAN_LIMIT_REQUEST_BODY=lots"), []string{"env TAIPAN_LIMIT_REQUEST_BODY", `"lots"`}},
+		"nan seconds":      {environ("TAIPAN_TIMEOUT=nan"), []string{"env TAIPAN_TIMEOUT", "from 0 to 1000000000", `"nan"`}},
+		"huge seconds":     {environ("TAIPAN_GRACEFUL_TIMEOUT=1e300"), []string{"env TAIPAN_GRACEFUL_TIMEOUT", `"1e300"`}},
+		"huge size":        {environ("TAIPAN_WS_MAX_SIZE=18014398509481985k"), []string{"env TAIPAN_WS_MAX_SIZE", "too large"}},
+		"huge jitter":      {environ("TAIPAN_MAX_REQUESTS_JITTER=9223372036854775807"), []string{"--max-requests-jitter must be at most", "(--max-requests-jitter from env TAIPAN_MAX_REQUESTS_JITTER)"}},
 		"aliases":          {environ("TAIPAN_LOG_FILE=a", "TAIPAN_ERROR_LOGFILE=b"), []string{"TAIPAN_ERROR_LOGFILE and TAIPAN_LOG_FILE"}},
 		"bad app":          {environ("TAIPAN_APP=my-app"), []string{"env TAIPAN_APP", "my-app"}},
 		"invalid value":    {environ("TAIPAN_WORKERS=0"), []string{"--workers must be at least 1", "(--workers from env TAIPAN_WORKERS)"}},
@@ -274,6 +278,12 @@ func TestFileErrors(t *testing.T) {
 		"bad list":         {"bind = [8000]", []string{"taipan.toml: bind: want an array of strings, got 8000 in it"}},
 		"table":            {"[workers]\nn = 1", []string{"taipan.toml: workers: want an integer, got a table"}},
 		"bad value":        {"timeout = -1", []string{"taipan.toml: timeout:", `"-1"`}},
+		"nan seconds":      {"timeout = nan", []string{"taipan.toml: timeout:", "from 0 to 1000000000", `"NaN"`}},
+		"inf seconds":      {"graceful-timeout = inf", []string{"taipan.toml: graceful-timeout:", `"+Inf"`}},
+		"huge seconds":     {"keep-alive = 1e300", []string{"taipan.toml: keep-alive:", `"1e+300"`}},
+		"huge size":        {`limit-request-body = "18014398509481985k"`, []string{"taipan.toml: limit-request-body:", "too large"}},
+		"huge size int":    {"body-memory-limit = 9223372036854775807", []string{"taipan.toml: body-memory-limit:", "too large"}},
+		"huge line limit":  {"limit-request-line = 9223372036854775807", []string{"--limit-request-line must be between", "(--limit-request-line from taipan.toml)"}},
 		"invalid value":    {"workers = 0", []string{"--workers must be at least 1", "(--workers from taipan.toml)"}},
 		"bad app":          {`app = "my-app"`, []string{"taipan.toml: app: bad app"}},
 		"app not a string": {"app = 1", []string{"taipan.toml: app: want a string"}},
@@ -428,6 +438,40 @@ func TestPrintConfig(t *testing.T) {
 	}
 	if len(decoded) != len(c.Settings) {
 		t.Errorf("%d JSON entries for %d settings", len(decoded), len(c.Settings))
+	}
+}
+
+// TestPrintConfigReadsBack checks that --print-config's output is a
+// config file that gives the same settings, -k gevent included: its
+// --threads used to show --worker-connections, which --threads refused.
+func TestPrintConfigReadsBack(t *testing.T) {
+	inDir(t)
+	py := fakePython(t)
+	for _, args := range [][]string{
+		{"-k", "gevent", "--worker-connections", "5000"},
+		{"--threads", "8", "--keep-alive", "0", "--graceful-timeout", "2.5", "--limit-request-body", "10m", "--max-rss", "512"},
+	} {
+		c, _, err := ParseEnviron(append([]string{"--python", py, "--print-config"}, args...), nil)
+		if err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		var out bytes.Buffer
+		if _, err := c.Settings.WriteTo(&out); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, "printed.toml", out.String())
+		back, _, err := ParseEnviron([]string{"--config", "printed.toml"}, nil)
+		if err != nil {
+			t.Fatalf("%v: reading the printed config back: %v\n%s", args, err, out.String())
+		}
+		for i, s := range c.Settings {
+			if b := back.Settings[i]; b.Name != s.Name || !reflect.DeepEqual(b.Value, s.Value) {
+				t.Errorf("%v: %s = %v, read back as %s = %v", args, s.Name, s.Value, b.Name, b.Value)
+			}
+		}
+		if back.Threads != c.Threads || back.WorkerClass != c.WorkerClass || back.KeepAlive != c.KeepAlive {
+			t.Errorf("%v: threads %d, -k %s, keep-alive %v; read back %d, %s, %v", args, c.Threads, c.WorkerClass, c.KeepAlive, back.Threads, back.WorkerClass, back.KeepAlive)
+		}
 	}
 }
 
