@@ -509,3 +509,95 @@ func TestLogAppOutput(t *testing.T) {
 		t.Errorf("app output went to taipan's stdout:\n%s", s.Stdout())
 	}
 }
+
+// TestPidFileOfRunningTaipan: as gunicorn, a second taipan given the pid
+// file of a running one refuses to start, instead of taking the file over
+// (and deleting it when it stops); a file whose process is gone, or is
+// not a taipan, is replaced; and a taipan removes the file at exit only
+// while it still holds its own pid.
+func TestPidFileOfRunningTaipan(t *testing.T) {
+	t.Parallel()
+	pidFile := filepath.Join(t.TempDir(), "taipan.pid")
+	first := startTestApp(t, "-w", "1", "--pid", pidFile)
+	holds := func() string {
+		data, _ := os.ReadFile(pidFile)
+		return strings.TrimSpace(string(data))
+	}
+	code, out := runTaipan(t, 15*time.Second, "--python", pythonPath(), "-b", freeAddr(t), "-w", "1", "--pid", pidFile,
+		"--pythonpath", appsDir(t), "testapp:app")
+	if want := fmt.Sprintf("Already running on PID %d", first.Pid()); code == 0 || !strings.Contains(out, want) {
+		t.Errorf("second taipan: exit %d, output %q; want non-zero and %q", code, out, want)
+	}
+	if got := holds(); got != fmt.Sprint(first.Pid()) {
+		t.Errorf("pid file holds %q, want the running taipan's %d", got, first.Pid())
+	}
+
+	// Once another process has the file, the first leaves it alone.
+	if err := os.WriteFile(pidFile, []byte("1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	first.Signal(syscall.SIGTERM)
+	if code := first.Wait(15 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if got := holds(); got != "1" {
+		t.Errorf("pid file holds %q after the first taipan stopped, want the 1 written since", got)
+	}
+
+	// pid 1 is not a taipan; a pid whose process is gone is stale.
+	for _, stale := range []int{1, first.Pid()} {
+		os.WriteFile(pidFile, []byte(fmt.Sprintf("%d\n", stale)), 0o644)
+		s := startTestApp(t, "-w", "1", "--pid", pidFile)
+		if got := holds(); got != fmt.Sprint(s.Pid()) {
+			t.Errorf("stale pid file of %d: holds %q, want %d", stale, got, s.Pid())
+		}
+		s.Signal(syscall.SIGTERM)
+		if code := s.Wait(15 * time.Second); code != 0 {
+			t.Fatalf("exit %d", code)
+		}
+		if _, err := os.Stat(pidFile); !os.IsNotExist(err) {
+			t.Errorf("pid file still there after exit (stat: %v)", err)
+		}
+	}
+}
+
+// TestStopWhileBooting sends SIGINT and SIGTERM while the app is still
+// importing (slowly): taipan must stop at once, workers included, as
+// gunicorn does, rather than after the import, or never.
+func TestStopWhileBooting(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	writeApp(t, dir, "slowimport.py", "import time\ntime.sleep(60)\ndef app(environ, start_response):\n    start_response('200 OK', [])\n    return [b'']\n")
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		s := startProcess(t, "-w", "2", "--boot-timeout", "120", "--pythonpath", dir, "slowimport:app")
+		var workers []int
+		deadline := time.Now().Add(15 * time.Second)
+		for workers = s.WorkerPids(); len(workers) < 2 && time.Now().Before(deadline); workers = s.WorkerPids() {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if len(workers) < 2 {
+			t.Fatalf("workers %v did not start:\n%s", workers, s.Stderr())
+		}
+		time.Sleep(200 * time.Millisecond) // into the import
+		start := time.Now()
+		s.Signal(sig)
+		if code := s.Wait(5 * time.Second); code != 0 {
+			t.Fatalf("%v while booting: exit %d after %v, want 0 at once\n%s", sig, code, time.Since(start), s.Stderr())
+		}
+		for _, pid := range workers {
+			if !pollUntil(5*time.Second, func() bool { return processGone(pid) }) {
+				t.Errorf("%v while booting: worker %d still running after taipan exited", sig, pid)
+			}
+		}
+	}
+}
+
+// processGone reports whether pid has exited (a zombie counts as gone).
+func processGone(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	_, after, _ := strings.Cut(string(data), ") ")
+	return strings.HasPrefix(after, "Z")
+}

@@ -26,6 +26,11 @@ const (
 // size limit (zero means "use the default" like every other field).
 const NoBodyLimit int64 = -1
 
+// NoKeepAlive, set as Config.KeepAliveTimeout, turns keep-alive off: an
+// HTTP/1.1 connection is closed after one response, which says
+// Connection: close (gunicorn's keepalive = 0).
+const NoKeepAlive time.Duration = -1
+
 // Config holds the resolved settings of a Server. A zero field means the
 // default documented on it; NewServer fills the defaults in.
 type Config struct {
@@ -54,7 +59,8 @@ type Config struct {
 	// BodyReadTimeout bounds each wait for request body bytes (default 30s).
 	BodyReadTimeout time.Duration
 	// KeepAliveTimeout bounds the idle time between requests on a
-	// keep-alive connection (default 5s).
+	// keep-alive connection (default 5s; NoKeepAlive or any negative
+	// value: one request per connection).
 	KeepAliveTimeout time.Duration
 	// WriteTimeout bounds each write to the client, and each write carries
 	// at most writeSlice bytes (of a file, 4 MiB), so a client that stops
@@ -141,8 +147,10 @@ func (c *Config) setDefaults() {
 	if c.BodyReadTimeout <= 0 {
 		c.BodyReadTimeout = DefaultBodyReadTimeout
 	}
-	if c.KeepAliveTimeout <= 0 {
+	if c.KeepAliveTimeout == 0 {
 		c.KeepAliveTimeout = DefaultKeepAliveTimeout
+	} else if c.KeepAliveTimeout < 0 {
+		c.KeepAliveTimeout = NoKeepAlive
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = DefaultWriteTimeout

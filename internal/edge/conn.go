@@ -290,6 +290,9 @@ func (c *conn) serveOne(start time.Time) bool {
 		c.readFailed(err, start)
 		return false
 	}
+	if c.srv.cfg.KeepAliveTimeout == NoKeepAlive {
+		c.st.keepAlive = false // keep-alive is off: Connection: close
+	}
 	if limit := c.srv.cfg.MaxRequestsPerConnection; limit > 0 {
 		c.served++
 		if c.served >= limit {

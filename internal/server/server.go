@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -42,6 +41,17 @@ func (e *ExitError) Error() string { return e.Msg }
 // Run serves until SIGTERM or SIGINT and a graceful drain. stdout receives the
 // access log when it is "-", stderr the error log when it is "-".
 func Run(cfg *config.Config, stdout, stderr io.Writer) error {
+	// A closed stdout or stderr (taipan --access-logfile - app | head)
+	// must not stop the server, as it does not stop gunicorn. A Go program
+	// dies of SIGPIPE when a write to its fd 1 or 2 finds the pipe closed,
+	// unless SIGPIPE is notified: then the write fails with EPIPE, as on
+	// any other descriptor, and the logs drop what they cannot write.
+	// Notified rather than ignored, since an ignored signal would stay
+	// ignored in the workers and CGI scripts taipan starts; and not
+	// stopped on return, so that the exit status survives the final
+	// message to a closed stderr.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+
 	logs := &logFiles{}
 	defer logs.close()
 	errOut, err := logs.open(cfg.ErrorLogFile, stderr)
@@ -63,6 +73,24 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 		access = edge.NewAccessLogWriterFormat(out, 200*time.Millisecond, format)
 		defer access.Close() // before logs.close: the last lines are flushed to the file
 		logs.access = access
+	}
+
+	// Signals are caught from here on, before the pid file tells anyone
+	// where to send them; those that come before the workers are up are
+	// handled once they boot, except the stop signals, which stop the
+	// boot.
+	signals := make(chan os.Signal, 8)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR1)
+	defer signal.Stop(signals)
+
+	// The pid file first, as gunicorn does: a taipan already running with
+	// it is reported before this one binds or starts anything.
+	if cfg.PidFile != "" {
+		pf, err := createPidFile(cfg.PidFile, os.Getpid())
+		if err != nil {
+			return &ExitError{Code: 1, Msg: err.Error()}
+		}
+		defer pf.remove()
 	}
 
 	// systemd's sockets, if it passed any and no --bind was given (with
@@ -152,6 +180,9 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 	if cfg.LimitRequestBody == 0 {
 		ecfg.LimitRequestBody = edge.NoBodyLimit
 	}
+	if cfg.KeepAlive == 0 {
+		ecfg.KeepAliveTimeout = edge.NoKeepAlive // --keep-alive 0, as gunicorn's keepalive = 0
+	}
 	spillDir := cfg.TmpDir
 	if spillDir == "" {
 		spillDir = os.TempDir()
@@ -197,30 +228,23 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 		}()
 	}
 
-	// Signals are caught from here on, so a Ctrl-C while workers boot
-	// still stops them cleanly.
-	signals := make(chan os.Signal, 8)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR1)
-	defer signal.Stop(signals)
 	if os.Getpid() == 1 {
 		// As a container's init, orphaned processes are reparented to us
 		// and must be reaped, or they stay zombies.
 		stopReaper := startReaper(p.OwnsPid, log)
 		defer stopReaper()
 	}
-	if cfg.PidFile != "" {
-		if err := os.WriteFile(cfg.PidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-			closeListeners()
-			return &ExitError{Code: 1, Msg: fmt.Sprintf("--pid: %v", err)}
-		}
-		defer os.Remove(cfg.PidFile)
-	}
-
 	log.Infof("Starting taipan %s", Version)
 	if cfg.Debug {
 		log.Warnf("--debug: the tracebacks of app errors are sent to clients; never use it in production")
 	}
-	if err := p.Start(); err != nil {
+	stopped, err := awaitBoot(p.Start, signals, logs, log)
+	if stopped {
+		closeListeners()
+		log.Infof("Shutting down: Master")
+		return nil
+	}
+	if err != nil {
 		closeListeners()
 		var boot *pool.BootError
 		if errors.As(err, &boot) {
@@ -338,6 +362,44 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 	p.Close(ctx)
 	log.Infof("Shutting down: Master")
 	return nil
+}
+
+// awaitBoot runs start, which boots the workers, and waits for it. A stop
+// signal (TERM, INT, QUIT) meanwhile ends the wait at once, stopped, as it
+// ends gunicorn's boot: an app can take long to import, and Ctrl-C must
+// not wait for it. The pools cannot stop a boot in progress; the workers
+// still booting die with taipan, of the SIGKILL their parent's death sends
+// them (PR_SET_PDEATHSIG). SIGUSR1 reopens the logs at once; the other
+// signals are handled once the workers are up.
+func awaitBoot(start func() error, signals chan os.Signal, logs *logFiles, log *logging.Logger) (stopped bool, err error) {
+	started := make(chan error, 1)
+	go func() { started <- start() }()
+	var later []os.Signal
+	defer func() {
+		for _, s := range later {
+			select {
+			case signals <- s: // for the main loop, in order
+			default: // more than it holds: dropped, as signal.Notify does
+			}
+		}
+	}()
+	for {
+		select {
+		case err := <-started:
+			return false, err
+		case s := <-signals:
+			switch s {
+			case syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT:
+				log.Infof("Handling signal: %s; stopping while the workers boot", signalName(s))
+				return true, nil
+			case syscall.SIGUSR1:
+				log.Infof("Handling signal: usr1")
+				logs.reopen(log)
+			default:
+				later = append(later, s)
+			}
+		}
+	}
 }
 
 // drainDelay keeps serving for d after SIGTERM (--drain-delay) while
