@@ -51,7 +51,7 @@ func TestCLIBadFlag(t *testing.T) {
 		{"--no-such-flag"},
 		{"--workers", "0"},
 		{"--workers", "many"},
-		{"-b", "nonsense"},
+		{"-b", "nonsense:port"},
 		{"--log-level", "loud"},
 		{"--root-path", "noslash"},
 		{"-e", "NOEQUALS"},

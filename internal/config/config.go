@@ -330,6 +330,7 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 	fs.BoolVar(&c.ReusePort, "reuse-port", false, "")
 	fs.StringVar(&c.MetricsBind, "metrics-bind", "", "")
 
+	args = splitAttachedShortValues(args)
 	// Flags may come before or after the app, as with gunicorn.
 	var positional []string
 	for {
@@ -750,7 +751,7 @@ func parseBind(b string) (Bind, error) {
 		}
 		return bind, nil
 	}
-	_, port, err := splitHostPort(addr)
+	host, port, err := splitHostPort(addr)
 	if err != nil {
 		return bind, usagef("--bind %q: %v (want [http://|uwsgi://|fastcgi://]HOST:PORT, [::1]:PORT, unix:/PATH or fd://N)", b, err)
 	}
@@ -758,6 +759,7 @@ func parseBind(b string) (Bind, error) {
 	if err != nil || n < 0 || n > 65535 {
 		return bind, usagef("--bind %q: bad port %q", b, port)
 	}
+	bind.Addr = net.JoinHostPort(host, port) // a HOST alone gets port 8000, as in gunicorn
 	return bind, nil
 }
 
@@ -782,17 +784,46 @@ func parseMounts(flag string, values []string) ([]Mount, error) {
 	return mounts, nil
 }
 
+// splitAttachedShortValues turns gunicorn's attached short forms (-w2,
+// -b127.0.0.1:8000, -t60, -kgevent, -eKEY=VALUE) into the flag and its
+// value, which the flag package wants apart. Arguments after "--" are left
+// alone.
+func splitAttachedShortValues(args []string) []string {
+	out := make([]string, 0, len(args))
+	for i, a := range args {
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		if len(a) > 2 && a[0] == '-' && strings.IndexByte("bwekt", a[1]) >= 0 && a[2] != '=' {
+			out = append(out, a[:2], a[2:])
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// defaultBindPort is the port of a bind address given without one, as in
+// gunicorn.
+const defaultBindPort = "8000"
+
 func splitHostPort(b string) (host, port string, err error) {
 	if strings.HasPrefix(b, "[") {
 		end := strings.Index(b, "]")
-		if end < 0 || end+1 >= len(b) || b[end+1] != ':' {
-			return "", "", errors.New("missing port")
+		if end < 0 {
+			return "", "", errors.New("missing ]")
+		}
+		if end+1 == len(b) {
+			return b[1:end], defaultBindPort, nil
+		}
+		if b[end+1] != ':' {
+			return "", "", errors.New("want [IPv6]:PORT")
 		}
 		return b[1:end], b[end+2:], nil
 	}
 	i := strings.LastIndex(b, ":")
 	if i < 0 {
-		return "", "", errors.New("missing port")
+		return b, defaultBindPort, nil
 	}
 	if strings.Contains(b[:i], ":") {
 		return "", "", errors.New("IPv6 addresses need brackets")
@@ -897,11 +928,12 @@ $TAIPAN_METRICS_BIND, else 127.0.0.1:9100; its / is a live status page):
   top       the same, redrawn every second until q or Ctrl-C
 
 Server:
-  -b, --bind ADDR            listen on ADDR: HOST:PORT, [::1]:PORT, unix:/PATH or
-                             fd://N (an inherited socket), optionally prefixed
-                             with uwsgi:// or fastcgi:// to speak those protocols
-                             to an nginx in front; repeatable (default
-                             127.0.0.1:8000, or the sockets systemd passes)
+  -b, --bind ADDR            listen on ADDR: HOST:PORT (HOST alone: port 8000),
+                             [::1]:PORT, unix:/PATH or fd://N (an inherited
+                             socket), optionally prefixed with uwsgi:// or
+                             fastcgi:// to speak those protocols to an nginx
+                             in front; repeatable (default 127.0.0.1:8000, or
+                             the sockets systemd passes)
   -w, --workers N            Python worker processes (default: one per CPU)
       --threads N            requests each worker runs at once, in threads
                              (for I/O-bound apps; default 1; not with -k gevent)

@@ -59,6 +59,20 @@ func TestFlagsBeforeAndAfterApp(t *testing.T) {
 	}
 }
 
+// gunicorn's attached short forms (-w2, -b127.0.0.1:8000, -t60, -kgevent,
+// -eK=V) and a bind without a port (port 8000) work as they do there.
+func TestGunicornArgumentForms(t *testing.T) {
+	py := fakePython(t)
+	c, _, err := Parse([]string{"-w2", "-b127.0.0.1", "-b[::1]", "-buwsgi://localhost:9000", "-t60", "-eK=V", "--python", py, "hello:app"}, noenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Workers != 2 || c.Timeout != time.Minute || !reflect.DeepEqual(c.Env, []string{"K=V"}) ||
+		!reflect.DeepEqual(c.Binds, []Bind{{"http", "127.0.0.1:8000"}, {"http", "[::1]:8000"}, {"uwsgi", "localhost:9000"}}) {
+		t.Fatalf("%+v", c)
+	}
+}
+
 func TestHelpAndVersion(t *testing.T) {
 	for args, want := range map[string]Action{"--help": ShowHelp, "-h": ShowHelp, "--version": ShowVersion, "-v": ShowVersion} {
 		_, action, err := Parse([]string{args}, noenv)
@@ -78,7 +92,7 @@ func TestBadInput(t *testing.T) {
 		"two apps":           {"a:app", "b:app"},
 		"bad module":         {"my-app:app"},
 		"empty callable":     {"hello:"},
-		"bad bind":           {"-b", "localhost"},
+		"bad bind":           {"-b", "localhost:"},
 		"ipv6 no brackets":   {"-b", "::1:8000"},
 		"bad port":           {"-b", "127.0.0.1:99999"},
 		"bad env":            {"-e", "NOEQUALS"},
@@ -89,7 +103,7 @@ func TestBadInput(t *testing.T) {
 		"negative seconds":   {"--graceful-timeout", "-1"},
 		"bad fd bind":        {"-b", "fd://x"},
 		"fd bind below 3":    {"-b", "fd://1"},
-		"bad uwsgi bind":     {"-b", "uwsgi://nowhere"},
+		"bad uwsgi bind":     {"-b", "uwsgi://nowhere:x"},
 		"static no dir":      {"--static", "/assets=/nonexistent/dir"},
 		"static no prefix":   {"--static", "assets=/tmp"},
 		"cgi no equals":      {"--cgi", "/cgi-bin"},
