@@ -303,18 +303,20 @@ func TestPEP3333WholeFirstChunk(t *testing.T) {
 }
 
 // TestPEP3333BodyBeforeClose: a response whose first chunk is its whole
-// body (Flask, Django) reaches the client before the app's close() runs
-// (PEP 3333: no block is delayed), as under gunicorn; but the worker counts
+// body (Flask, Django), or a chunked one whose iterable is exhausted,
+// reaches the client complete before the app's close() runs (PEP 3333: no
+// block is delayed), as under gunicorn; but the worker counts
 // as busy until close() returns, so the next request goes to another
 // worker rather than waiting behind it, and with one worker it runs after.
 func TestPEP3333BodyBeforeClose(t *testing.T) {
 	t.Parallel()
-	for _, workers := range []string{"1", "2"} {
-		t.Run("-w "+workers, func(t *testing.T) {
+	for _, tc := range []struct{ workers, query string }{{"1", ""}, {"2", ""}, {"1", "&chunked"}, {"2", "&chunked"}} {
+		workers := tc.workers
+		t.Run("-w "+workers+tc.query, func(t *testing.T) {
 			t.Parallel()
 			s := Start(t, "--pythonpath", appsDir(t), "-w", workers, "pep3333app:app")
 			start := time.Now()
-			resp, err := timeoutClient(testTimeout).Get(s.URL + "/slow-close?seconds=2")
+			resp, err := timeoutClient(testTimeout).Get(s.URL + "/slow-close?seconds=2" + tc.query)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -422,10 +422,21 @@ class Worker:
             raise AssertionError("the app returned without calling start_response()")
         if response.complete:
             return
+        if not self.one_at_a_time:
+            # The END goes after close() (handle flushes it then).
+            if response.sent:
+                self.out.append(frame(BODY, response.stream, b"", FLAG_END))
+            else:
+                self.out.append(head_frame(response.stream, response.status, response.headers, b"", True))
+            return
+        # The iterable is exhausted: the client gets the end of its
+        # response now, before close() runs (FLAG_CLOSING, as above).
         if response.sent:
-            self.out.append(frame(BODY, response.stream, b"", FLAG_END))
+            self.out.append(frame(BODY, response.stream, b"", FLAG_END | FLAG_CLOSING))
         else:
-            self.out.append(head_frame(response.stream, response.status, response.headers, b"", True))
+            self.out.append(head_frame(response.stream, response.status, response.headers, b"", True, True))
+        self.flush()
+        response.sent = response.complete = True
 
     def stream_chunk(self, response: Response, chunk: bytes) -> None:
         """Sends one body chunk now (with the head before the first one)."""

@@ -10,15 +10,21 @@ CLOSED = {"at": 0.0}
 
 
 class SlowClose:
-    """The whole body its Content-Length announces as the first chunk, then a
-    close() that takes `seconds`: Flask's response with werkzeug's
-    call_on_close work, or Django's request_finished handlers."""
+    """The whole body its Content-Length announces as the first chunk (or,
+    chunked, a body in two chunks and no Content-Length), then a close()
+    that takes `seconds`: Flask's response with werkzeug's call_on_close
+    work, or Django's request_finished handlers."""
 
-    def __init__(self, seconds):
+    def __init__(self, seconds, chunked):
         self.seconds = seconds
+        self.chunked = chunked
 
     def __iter__(self):
-        yield b"whole body"
+        if self.chunked:
+            yield b"whole"
+            yield b" body"
+        else:
+            yield b"whole body"
 
     def close(self):
         time.sleep(self.seconds)
@@ -26,10 +32,14 @@ class SlowClose:
 
 
 def slow_close(environ, start_response):
-    q = parse_qs(environ["QUERY_STRING"])
+    q = parse_qs(environ["QUERY_STRING"], keep_blank_values=True)
     CLOSED["at"] = 0.0
+    if "chunked" in q:
+        # No Content-Length: a chunked response, ended by its last chunk.
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return SlowClose(float(q["seconds"][0]), True)
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "10")])
-    return SlowClose(float(q["seconds"][0]))
+    return SlowClose(float(q["seconds"][0]), False)
 
 
 def closed_at(environ, start_response):
