@@ -695,8 +695,21 @@ func (p *Pool) reloaded(err error) {
 }
 
 // Scale changes the number of workers by delta (SIGTTIN/SIGTTOU), never
-// below one.
-func (p *Pool) Scale(delta int) { p.scale(delta, nil) }
+// below one, and, when the pool autoscales, not past --workers-min and
+// --workers-max, which autoscaling would soon restore.
+func (p *Pool) Scale(delta int) {
+	if p.cfg.WorkersMax > 0 {
+		p.mu.Lock()
+		want := p.size + delta
+		p.mu.Unlock()
+		if want < p.cfg.WorkersMin || want > p.cfg.WorkersMax {
+			p.log.Warnf("Not scaling to %d worker%s: autoscaling keeps between --workers-min %d and --workers-max %d",
+				want, plural(want), p.cfg.WorkersMin, p.cfg.WorkersMax)
+			return
+		}
+	}
+	p.scale(delta, nil)
+}
 
 // scaleDown retires w and lowers the size by one.
 func (p *Pool) scaleDown(w *Worker) { p.scale(-1, w) }

@@ -335,6 +335,30 @@ func TestAutoscale(t *testing.T) {
 	}
 }
 
+// SIGTTIN and SIGTTOU (Scale) stay within --workers-min and --workers-max
+// when the pool autoscales.
+func TestScaleWithinAutoscaleBounds(t *testing.T) {
+	p, logs := newPool(t, 1, testApp)
+	p.cfg.WorkersMin, p.cfg.WorkersMax = 1, 2
+	p.cfg.ScaleUpWait, p.cfg.ScaleDownIdle = time.Hour, time.Hour
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(t.Context())
+	p.Scale(-1)
+	if s := p.Stats(); s.Size != 1 {
+		t.Fatalf("TTOU below --workers-min: size %d\n%s", s.Size, logs)
+	}
+	p.Scale(1)
+	p.Scale(1)
+	if s := p.Stats(); s.Size != 2 {
+		t.Fatalf("TTIN past --workers-max: size %d\n%s", s.Size, logs)
+	}
+	if n := strings.Count(logs.String(), "Not scaling to"); n != 2 {
+		t.Errorf("%d refusals logged, want 2:\n%s", n, logs)
+	}
+}
+
 // A threaded worker runs as many requests at once as it has threads; it is
 // sent no more, and the rest wait in Go's queue.
 func TestThreadedWorker(t *testing.T) {
