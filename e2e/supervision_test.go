@@ -107,3 +107,42 @@ func TestSupervisionSecondSignalStopsAtOnce(t *testing.T) {
 		t.Errorf("taipan took %v to stop after the second signal, want at once", took)
 	}
 }
+
+// TestSupervisionPostForkFails: a --post-fork hook that raises stops taipan
+// with the hook's traceback, blamed on the hook and not on the app, with
+// or without --preload.
+func TestSupervisionPostForkFails(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	writeApp(t, dir, "pfapp.py", `
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [b"ok"]
+
+def boom():
+    raise RuntimeError("the hook exploded")
+`)
+	for _, preload := range []bool{false, true} {
+		args := []string{"--python", pythonPath(), "--chdir", dir, "-b", freeAddr(t), "-w", "1", "--post-fork", "pfapp:boom"}
+		if preload {
+			args = append(args, "--preload")
+		}
+		code, out := runTaipan(t, 30*time.Second, append(args, "pfapp:app")...)
+		if code == 0 || !strings.Contains(out, "Failed to run the post-fork hook 'pfapp:boom'") ||
+			!strings.Contains(out, "the hook exploded") || strings.Contains(out, "Failed to load the app") {
+			t.Errorf("preload %v: exit %d, want non-zero with the hook's traceback:\n%s", preload, code, out)
+		}
+	}
+}
+
+// TestSupervisionPreloadAppExits: with --preload, an app that exits as it
+// is imported is reported as such, not as a bare end of file.
+func TestSupervisionPreloadAppExits(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	writeApp(t, dir, "exitapp.py", "import os\nos._exit(0)\n")
+	code, out := runTaipan(t, 30*time.Second, "--python", pythonPath(), "--chdir", dir, "-b", freeAddr(t), "-w", "1", "--preload", "exitapp:app")
+	if code == 0 || !strings.Contains(out, "exited while starting, with status 0") {
+		t.Errorf("exit %d, want non-zero saying the fork server exited:\n%s", code, out)
+	}
+}

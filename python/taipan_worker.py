@@ -1351,12 +1351,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         faulthandler.register(signal.SIGUSR1, file=traceback_file, all_threads=True)
     try:
         app = load_app(args.app)
-        if args.post_fork:
-            run_hook(args.post_fork)
     except BaseException as exc:
         text = "Failed to load the app %r:\n%s" % (args.app, app_traceback(exc))
         sock.sendall(frame(BOOT_ERROR, 0, text.encode("utf-8", "replace")))
         return 1
+    if args.post_fork:
+        try:
+            run_hook(args.post_fork)
+        except BaseException as exc:
+            text = "Failed to run the post-fork hook %r:\n%s" % (args.post_fork, app_traceback(exc))
+            sock.sendall(frame(BOOT_ERROR, 0, text.encode("utf-8", "replace")))
+            return 1
 
     return serve_app(sock, app, args.threads, args.interface, args.loop)
 

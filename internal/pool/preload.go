@@ -350,11 +350,11 @@ func (srv *forkServer) first(timeout time.Duration) (*controlMsg, error) {
 	}
 	buf := make([]byte, controlBufSize)
 	n, err := srv.conn.Read(buf)
+	if n == 0 && (err == nil || errors.Is(err, io.EOF)) {
+		return nil, errEOF // it exited: startError says how
+	}
 	if err != nil {
 		return nil, err
-	}
-	if n == 0 {
-		return nil, errEOF
 	}
 	var msg controlMsg
 	if err := json.Unmarshal(buf[:n], &msg); err != nil {
@@ -387,7 +387,17 @@ func (srv *forkServer) abortStart() {
 	close(srv.dead)
 	srv.conn.Close()
 	srv.waitExit()
-	srv.readers.Wait()
+	// Its output, but not for long: a process the app started may hold
+	// the pipe open (Worker.awaitOutput).
+	done := make(chan struct{})
+	go func() {
+		srv.readers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(outputDrain):
+	}
 }
 
 // waitExit waits for the process to exit, killing it after forkServerGrace.
