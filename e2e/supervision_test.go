@@ -129,7 +129,8 @@ def boom():
 		}
 		code, out := runTaipan(t, 30*time.Second, append(args, "pfapp:app")...)
 		if code == 0 || !strings.Contains(out, "Failed to run the post-fork hook 'pfapp:boom'") ||
-			!strings.Contains(out, "the hook exploded") || strings.Contains(out, "Failed to load the app") {
+			!strings.Contains(out, "the hook exploded") || !strings.Contains(out, "taipan: the --post-fork hook failed") ||
+			strings.Contains(out, "Failed to load the app") {
 			t.Errorf("preload %v: exit %d, want non-zero with the hook's traceback:\n%s", preload, code, out)
 		}
 	}

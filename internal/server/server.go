@@ -249,7 +249,12 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 		var boot *pool.BootError
 		if errors.As(err, &boot) {
 			log.Criticalf("%s", strings.TrimRight(boot.Text, "\n"))
-			return &ExitError{Code: 3, Msg: "the app failed to load (traceback above)"}
+			msg := "the app failed to load (traceback above)"
+			// The worker's BOOT_ERROR text says which it was (taipan_worker.py).
+			if strings.HasPrefix(boot.Text, "Failed to run the post-fork hook") {
+				msg = "the --post-fork hook failed (traceback above)"
+			}
+			return &ExitError{Code: 3, Msg: msg}
 		}
 		log.Criticalf("%v", err)
 		return &ExitError{Code: 1, Msg: "workers failed to start"}
