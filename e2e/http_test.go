@@ -130,6 +130,21 @@ func TestHTTPBodyLongerThanContentLength(t *testing.T) {
 	}
 }
 
+// TestHTTPBodyShorterThanContentLength: the client gets what the app sent
+// and the connection closes, so it can tell the body is incomplete; the log
+// says why.
+func TestHTTPBodyShorterThanContentLength(t *testing.T) {
+	t.Parallel()
+	s := startTestApp(t, "-w", "1")
+	out := s.Raw(t, "GET /underlong HTTP/1.1\r\nHost: x\r\n\r\n", 5*time.Second)
+	if !strings.HasPrefix(out, "HTTP/1.1 200") || !strings.HasSuffix(out, "\r\n\r\nabc") {
+		t.Fatalf("answered %q, want 200 with the 3 bytes sent, then the connection closed", out)
+	}
+	if !s.WaitLog("the response ended after 3 of the 10 bytes its Content-Length announced", 5*time.Second) {
+		t.Errorf("the short body is not logged:\n%s", s.Stderr())
+	}
+}
+
 // TestHTTPChunkedRequest: a chunked body is decoded before the app sees it.
 func TestHTTPChunkedRequest(t *testing.T) {
 	t.Parallel()

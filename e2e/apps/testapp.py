@@ -290,6 +290,12 @@ def overlong(environ, start_response):
     return [b"abcdefghij"]
 
 
+def underlong(environ, start_response):
+    """Announces 10 bytes and returns 3."""
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "10")])
+    return [b"abc"]
+
+
 def bad_header_stream(environ, start_response):
     """An endless stream whose head Go refuses: the app must be stopped."""
     start_response("200 OK", [("Content-Type", "text/plain"), ("X-Evil", "a\nb")])
@@ -376,6 +382,7 @@ ROUTES = {
     "/bad-header": bad_header,
     "/bad-header-stream": bad_header_stream,
     "/overlong": overlong,
+    "/underlong": underlong,
     "/status": status_view,
     "/pid": pid_view,
     "/nocl": no_content_length,

@@ -430,7 +430,10 @@ func (w *response) finish() {
 			w.fail(err)
 		}
 	case w.Short():
+		// The client sees the connection close early; the log says why.
 		w.closeAfter = true
+		w.c.srv.log.Errorf("%s %s: the response ended after %d of the %d bytes its Content-Length announced; closing the connection",
+			w.c.req.Method, w.c.req.Target, w.Written, w.Length)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -47,9 +48,12 @@ type Server struct {
 }
 
 // NewServer returns a Server running h with cfg (zero fields take their
-// defaults) and reporting errors to log.
+// defaults) and reporting errors to log (nil: nowhere).
 func NewServer(cfg Config, h Handler, log *logging.Logger) *Server {
 	cfg.setDefaults()
+	if log == nil {
+		log = logging.New(io.Discard, logging.Critical)
+	}
 	s := &Server{
 		cfg:        cfg,
 		handler:    h,
