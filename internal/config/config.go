@@ -551,6 +551,15 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 		if err := checkWritableDir(c.TmpDir); err != nil {
 			return nil, Serve, usagef("--tmp-dir: %v", err)
 		}
+	} else {
+		// The default, $TMPDIR or /tmp, is where large bodies spill too.
+		dir := getenv("TMPDIR")
+		if dir == "" {
+			dir = "/tmp"
+		}
+		if err := checkWritableDir(dir); err != nil {
+			return nil, Serve, usagef("the temporary directory ($TMPDIR, else /tmp), where large request bodies go: %v; set --tmp-dir", err)
+		}
 	}
 	if c.Static, err = parseMounts("--static", statics); err != nil {
 		return nil, Serve, err

@@ -258,6 +258,18 @@ func TestTmpDir(t *testing.T) {
 	if err != nil || c.TmpDir != dir {
 		t.Fatalf("--tmp-dir .: %q %v", c.TmpDir, err)
 	}
+	// Without --tmp-dir, the default ($TMPDIR, else /tmp) is checked alike.
+	badTMPDIR := func(k string) string {
+		if k == "TMPDIR" {
+			return "/nonexistent/tmp"
+		}
+		return ""
+	}
+	_, _, err = Parse([]string{"--python", py}, badTMPDIR)
+	var ue *UsageError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "/nonexistent/tmp: no such file or directory; set --tmp-dir") {
+		t.Errorf("$TMPDIR missing: %v", err)
+	}
 }
 
 // TestStartChecksAtParse covers values that used to pass --print-config
