@@ -345,6 +345,19 @@ func TestPEP3333BodyBeforeClose(t *testing.T) {
 	}
 }
 
+// TestPEP3333CloseRaises: an exception from close() is logged with its
+// traceback; the client, which has its whole response, is not affected.
+func TestPEP3333CloseRaises(t *testing.T) {
+	t.Parallel()
+	s := Start(t, "--pythonpath", appsDir(t), "-w", "1", "pep3333app:app")
+	if code, body := httpGet(t, s, "/close-raises"); code != 200 || body != "ok" {
+		t.Fatalf("/close-raises: %d %q", code, body)
+	}
+	if !s.WaitLog("RuntimeError: close exploded", 5*time.Second) || !strings.Contains(s.Stderr(), "Error closing the response of GET /close-raises") {
+		t.Errorf("no traceback of close() in the log:\n%s", s.Stderr())
+	}
+}
+
 // TestPEP3333WriteNotBytes: write() takes bytes only (PEP 3333). Given an
 // int, it raises TypeError, which makes the response a 500, instead of
 // sending that many NUL bytes.

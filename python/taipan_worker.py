@@ -365,7 +365,7 @@ class Worker:
                 try:
                     result.close()
                 except Exception:
-                    self.log(LOG_ERROR, "Error closing the response of %s" % request_line(environ), stream)
+                    self.log(LOG_ERROR, "Error closing the response of %s\n%s" % (request_line(environ), traceback.format_exc()), stream)
             wsgi_input.close()
         if response.complete:
             # The END waits for close(): until the stream ends, Go counts

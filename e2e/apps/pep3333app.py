@@ -56,8 +56,24 @@ def write_int(environ, start_response):
     return [b"after the write"]
 
 
+class CloseRaises:
+    """A body whose close() raises: the error belongs in the log."""
+
+    def __iter__(self):
+        yield b"ok"
+
+    def close(self):
+        raise RuntimeError("close exploded")
+
+
+def close_raises(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return CloseRaises()
+
+
 ROUTES = {
     "/slow-close": slow_close,
+    "/close-raises": close_raises,
     "/closed-at": closed_at,
     "/write-int": write_int,
 }
