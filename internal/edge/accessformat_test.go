@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -318,6 +319,46 @@ func TestAccessLogWriterWholeLines(t *testing.T) {
 	}
 	if out.buf.String() != want.String() {
 		t.Errorf("lines lost or reordered: got %d bytes, want %d", out.buf.Len(), want.Len())
+	}
+}
+
+// flakyWriter fails its writes while fail is set.
+type flakyWriter struct {
+	fail bool
+	buf  bytes.Buffer
+}
+
+func (f *flakyWriter) Write(p []byte) (int, error) {
+	if f.fail {
+		return 0, errors.New("no space left on device")
+	}
+	return f.buf.Write(p)
+}
+
+// A failed write is reported once, its lines are dropped, and the writer
+// works again once its output does (a bufio.Writer alone stays broken).
+func TestAccessLogWriterWriteErrors(t *testing.T) {
+	out := &flakyWriter{fail: true}
+	w := NewAccessLogWriterFormat(out, time.Hour, mustFormat(t, "%(r)s", nil))
+	var reported []error
+	w.OnWriteError = func(err error) { reported = append(reported, err) }
+	w.Log(&AccessRecord{RequestLine: "lost 1"})
+	w.Flush()
+	w.Log(&AccessRecord{RequestLine: "lost 2"})
+	w.Flush()
+	out.fail = false
+	w.Log(&AccessRecord{RequestLine: "kept"})
+	w.Flush()
+	out.fail = true
+	w.Log(&AccessRecord{RequestLine: "lost 3"})
+	w.Flush()
+	out.fail = false
+	w.Close()
+	if got := out.buf.String(); got != "kept\n" {
+		t.Errorf("written %q, want only the line logged while writes worked", got)
+	}
+	if len(reported) != 2 {
+		t.Errorf("%d errors reported, want 2 (one a failing streak): %v", len(reported), reported)
 	}
 }
 

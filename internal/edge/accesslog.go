@@ -62,13 +62,21 @@ const DefaultAccessLogFlush = 200 * time.Millisecond
 // request instead of a write(2). Each write it makes holds whole lines
 // only, so a log file reopened between two writes gets no torn line.
 type AccessLogWriter struct {
-	mu     sync.Mutex
-	bw     *bufio.Writer
-	format AccessFormat
-	line   []byte
-	closed bool
-	stop   chan struct{}
-	done   chan struct{}
+	// OnWriteError, when set before the first Log, hears of a failed write
+	// (a full disk, a closed pipe) once, and again only after a write has
+	// succeeded since. The lines of a failed write are dropped; later
+	// ones are tried again.
+	OnWriteError func(error)
+
+	mu      sync.Mutex
+	w       io.Writer
+	bw      *bufio.Writer
+	format  AccessFormat
+	line    []byte
+	closed  bool
+	failing bool // the last write failed
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 // NewAccessLogWriter returns an AccessLogWriter writing gunicorn's default
@@ -89,6 +97,7 @@ func NewAccessLogWriterFormat(w io.Writer, interval time.Duration, format Access
 		format = func(dst []byte, r *AccessRecord) []byte { return r.AppendGunicorn(dst) }
 	}
 	a := &AccessLogWriter{
+		w:      w,
 		bw:     bufio.NewWriterSize(w, 64<<10),
 		format: format,
 		stop:   make(chan struct{}),
@@ -109,7 +118,7 @@ func (a *AccessLogWriter) flusher(interval time.Duration) {
 		case <-t.C:
 			a.mu.Lock()
 			if a.bw.Buffered() > 0 {
-				a.bw.Flush()
+				a.flushLocked()
 			}
 			a.mu.Unlock()
 		}
@@ -124,7 +133,7 @@ func (a *AccessLogWriter) Log(r *AccessRecord) {
 		if len(a.line) > a.bw.Available() && a.bw.Buffered() > 0 {
 			// bufio would fill the buffer with part of the line and
 			// write it: flush whole lines first.
-			a.bw.Flush()
+			a.flushLocked()
 		}
 		a.bw.Write(a.line)
 		if cap(a.line) > 64<<10 {
@@ -139,7 +148,22 @@ func (a *AccessLogWriter) Log(r *AccessRecord) {
 func (a *AccessLogWriter) Flush() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.bw.Flush()
+	return a.flushLocked()
+}
+
+// flushLocked writes the buffered lines. On failure it drops them and
+// starts afresh (a bufio.Writer that failed once fails for good), and
+// tells OnWriteError if the writes were working until now.
+func (a *AccessLogWriter) flushLocked() error {
+	err := a.bw.Flush()
+	if err != nil {
+		a.bw.Reset(a.w)
+		if !a.failing && a.OnWriteError != nil {
+			a.OnWriteError(err)
+		}
+	}
+	a.failing = err != nil
+	return err
 }
 
 // Close flushes buffered lines and stops the flusher. Later Logs are
@@ -156,5 +180,5 @@ func (a *AccessLogWriter) Close() error {
 	<-a.done
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.bw.Flush()
+	return a.flushLocked()
 }

@@ -71,6 +71,9 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 			return &ExitError{Code: 1, Msg: fmt.Sprintf("--access-logfile: %v", err)}
 		}
 		access = edge.NewAccessLogWriterFormat(out, 200*time.Millisecond, format)
+		access.OnWriteError = func(err error) {
+			log.Errorf("Writing the access log: %v; its lines are dropped until a write succeeds again", err)
+		}
 		defer access.Close() // before logs.close: the last lines are flushed to the file
 		logs.access = access
 	}
