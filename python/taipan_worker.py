@@ -858,7 +858,8 @@ class AsgiRequest:
             self.conn.write(frame(BODY, self.stream, body, 0 if more else FLAG_END))
         if not more:
             self.ended = True
-            self.wake()  # a receive() waiting for http.disconnect
+            if self.waiter is not None:
+                self.wake()  # a receive() waiting for http.disconnect
 
     async def run(self, app: Any) -> None:
         conn = self.conn
