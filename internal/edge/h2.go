@@ -159,6 +159,7 @@ func (h *h2Handler) ServeHTTP(rw http.ResponseWriter, hr *http.Request) {
 			r.Header = append(r.Header, HeaderField{Name: name, Value: v})
 		}
 	}
+	herr := h.checkRequest(r)
 	w := &st.resp
 	*w = h2Response{rw: rw, req: hr, srv: s, Progress: NewProgress()}
 	defer func() {
@@ -187,7 +188,10 @@ func (h *h2Handler) ServeHTTP(rw http.ResponseWriter, hr *http.Request) {
 		h2Streams.Put(st)
 	}()
 
-	if herr := h.readBody(rw, hr, &st.body); herr != nil {
+	if herr == nil {
+		herr = h.readBody(rw, hr, &st.body)
+	}
+	if herr != nil {
 		w.WriteHead(&ResponseHead{Code: herr.code, Status: herr.status,
 			Header: []HeaderField{{Name: "Content-Type", Value: "text/plain; charset=utf-8"}}},
 			[]byte(herr.status[4:]+": "+herr.reason+"\n"), true)
@@ -197,6 +201,28 @@ func (h *h2Handler) ServeHTTP(rw http.ResponseWriter, hr *http.Request) {
 	r.Body = &st.body
 	s.handler.Serve(w, r)
 	w.finish()
+}
+
+// checkRequest applies to an HTTP/2 request what the HTTP/1.1 parser
+// checks: the limits on the target and the header fields (HPACK lets a
+// client send far more than they allow), and no CONNECT (the edge is not
+// a proxy; a 2xx would tell the client a tunnel was open).
+func (h *h2Handler) checkRequest(r *Request) *httpError {
+	cfg := &h.srv.cfg
+	switch {
+	case r.Method == "CONNECT":
+		return &httpError{501, "501 Not Implemented", "CONNECT is not supported"}
+	case len(r.Method)+len(r.Target)+len(" HTTP/1.1")+1 > cfg.LimitRequestLine:
+		return &httpError{414, "414 URI Too Long", "request target too long"}
+	case len(r.Header) > cfg.LimitRequestFields:
+		return &httpError{431, "431 Request Header Fields Too Large", "too many header fields"}
+	}
+	for _, f := range r.Header {
+		if len(f.Name)+len(": ")+len(f.Value) > cfg.LimitRequestFieldSize {
+			return &httpError{431, "431 Request Header Fields Too Large", "header field too long"}
+		}
+	}
+	return nil
 }
 
 // readBody buffers the request body into b as the HTTP/1.1 engine does,
@@ -317,9 +343,6 @@ func (w *h2Response) WriteHead(head *ResponseHead, body []byte, complete bool) e
 		case hServer:
 			hasServer = true
 		case hContentLength:
-			if complete {
-				continue // set below from the body
-			}
 			keep, invalid := w.DeclareLength(f.Value)
 			if invalid {
 				w.srv.log.Warnf("edge: dropping invalid response Content-Length %q for %s %s", f.Value, w.req.Method, w.req.URL.RequestURI())
@@ -336,7 +359,10 @@ func (w *h2Response) WriteHead(head *ResponseHead, body []byte, complete bool) e
 	if !hasServer && w.srv.cfg.ServerHeader != "" {
 		hdr.Set("Server", w.srv.cfg.ServerHeader)
 	}
-	if complete && bodyAllowed {
+	if complete && bodyAllowed && w.Length < 0 {
+		// As over HTTP/1.1: the length the Handler declared stands (a HEAD
+		// response's is GET's, RFC 9110 section 8.6), and a body that
+		// does not match it is cut or ends the stream in a reset.
 		w.Length = int64(len(body))
 		hdr.Set("Content-Length", strconv.Itoa(len(body)))
 	}
@@ -347,7 +373,7 @@ func (w *h2Response) WriteHead(head *ResponseHead, body []byte, complete bool) e
 		// percent of a small request, and a stalled one holds only this
 		// goroutine and at most smallH2Body bytes until the connection
 		// ends, bounded by its stream limit. No worker waits on it.
-		if complete && len(body) <= smallH2Body {
+		if n, _ := w.Allow(int64(len(body))); complete && len(body) <= smallH2Body && n == int64(len(body)) {
 			n, err := w.rw.Write(body)
 			w.Written += int64(n)
 			if err != nil {
@@ -455,6 +481,14 @@ func (w *h2Response) finish() {
 			[]byte("Internal Server Error\n"), true)
 	}
 	w.Done = true
+	if w.Err == nil && w.Short() {
+		// A body shorter than its Content-Length is a malformed response
+		// (RFC 9113 section 8.1.1): the stream is reset, not ended, so the
+		// client cannot take it for complete.
+		w.srv.log.Errorf("%s %s: the response ended after %d of the %d bytes its Content-Length announced; resetting the stream",
+			w.req.Method, w.req.URL.RequestURI(), w.Written, w.Length)
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // h2cUpgrade reports whether r asks to switch to HTTP/2 (RFC 7540 section

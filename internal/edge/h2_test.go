@@ -18,7 +18,9 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -302,6 +304,121 @@ func TestH2ResponseRules(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestH2CompleteResponseLength: a complete response keeps the length its
+// head declared, over HTTP/2 as over HTTP/1.1: a HEAD response says GET's
+// length, a longer body is cut, and a shorter one fails at the client
+// (a stream reset; a closed connection over HTTP/1.1) instead of passing
+// for complete.
+func TestH2CompleteResponseLength(t *testing.T) {
+	cert, pool := selfSigned(t)
+	cfg := DefaultConfig()
+	cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12}
+	addr := startHandler(t, cfg, HandlerFunc(func(w ResponseWriter, r *Request) {
+		declared := map[string]string{"/head": "12345", "/long": "5", "/short": "100"}[r.Path]
+		body := []byte("0123456789")
+		if r.Method == "HEAD" {
+			body = nil // as Flask answers HEAD: the headers of GET, no body
+		}
+		w.WriteHead(&ResponseHead{Code: 200, Header: []HeaderField{{Name: "Content-Length", Value: declared}}}, body, true)
+	}))
+	clients := map[string]*http.Client{
+		"HTTP/2.0": {Transport: &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}},
+		"HTTP/1.1": {Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}},
+	}
+	for proto, c := range clients {
+		for _, tc := range []struct {
+			method, path string
+			length       int64
+			body         string
+			readFails    bool
+		}{
+			{"HEAD", "/head", 12345, "", false},
+			{"GET", "/long", 5, "01234", false},
+			{"GET", "/short", 100, "", true},
+		} {
+			req, _ := http.NewRequest(tc.method, "https://"+addr+tc.path, nil)
+			resp, err := c.Do(req)
+			if err != nil {
+				if !tc.readFails { // a reset may come before the head
+					t.Errorf("%s %s %s: %v", proto, tc.method, tc.path, err)
+				}
+				continue
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.ContentLength != tc.length || resp.Proto != proto {
+				t.Errorf("%s %s %s: %s Content-Length %d, want %d", proto, tc.method, tc.path, resp.Proto, resp.ContentLength, tc.length)
+			}
+			if tc.readFails {
+				if err == nil {
+					t.Errorf("%s %s %s: a body short of its Content-Length read as complete (%q)", proto, tc.method, tc.path, body)
+				}
+			} else if err != nil || string(body) != tc.body {
+				t.Errorf("%s %s %s: body %q (%v), want %q", proto, tc.method, tc.path, body, err, tc.body)
+			}
+		}
+	}
+}
+
+// TestH2RequestChecks: over HTTP/2 as over HTTP/1.1, CONNECT gets 501 and
+// the request-line and header-field limits hold; the Handler never runs.
+func TestH2RequestChecks(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.H2C = true
+	var served atomic.Int32
+	addr := startHandler(t, cfg, HandlerFunc(func(w ResponseWriter, r *Request) {
+		served.Add(1)
+		w.WriteHead(&ResponseHead{Code: 200}, []byte("served"), true)
+	}))
+	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}}
+	many := http.Header{}
+	for i := range DefaultLimitRequestFields + 1 {
+		many.Set(fmt.Sprintf("X-H%d", i), "v")
+	}
+	for _, tc := range []struct {
+		name string
+		req  *http.Request
+		code int
+	}{
+		{"CONNECT", &http.Request{Method: "CONNECT", URL: &url.URL{Scheme: "http", Host: "example.com:443"}, Host: "example.com:443", Header: http.Header{}}, 501},
+		{"long target", mustRequest(t, "GET", "http://"+addr+"/"+strings.Repeat("a", DefaultLimitRequestLine), nil), 414},
+		{"many fields", mustRequest(t, "GET", "http://"+addr+"/", many), 431},
+		{"long field", mustRequest(t, "GET", "http://"+addr+"/", http.Header{"X-Long": {strings.Repeat("v", DefaultLimitRequestFieldSize)}}), 431},
+		{"fine", mustRequest(t, "GET", "http://"+addr+"/", http.Header{"X-Fine": {"v"}}), 200},
+	} {
+		if tc.req.Method == "CONNECT" {
+			tc.req.URL.Host = addr // dial the edge; :authority stays example.com:443
+		}
+		resp, err := tr.RoundTrip(tc.req)
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.code {
+			t.Errorf("%s: status %d, want %d", tc.name, resp.StatusCode, tc.code)
+		}
+	}
+	if n := served.Load(); n != 1 {
+		t.Errorf("the Handler ran %d times, want once (the fine request)", n)
+	}
+}
+
+// mustRequest builds a request with header.
+func mustRequest(t *testing.T, method, target string, header http.Header) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(method, target, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	return req
 }
 
 // TestH2BodyReadTimeout: an HTTP/2 client that stops in the middle of its
