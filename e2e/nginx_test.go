@@ -379,3 +379,75 @@ func checkThroughNginx(t *testing.T, base string, port int) {
 		t.Errorf("204: %d", resp.StatusCode)
 	}
 }
+
+// TestNginxGatewayPaths: the app gets SCRIPT_NAME and PATH_INFO as nginx
+// sends them, as under uWSGI and flup, while REQUEST_URI and RAW_URI stay
+// the URI the client sent: nginx's SCRIPT_NAME wins over --root-path, a
+// rewritten URI is the PATH_INFO, fastcgi_split_path_info splits, and
+// uwsgi_modifier1 30 removes SCRIPT_NAME from the front of PATH_INFO.
+func TestNginxGatewayPaths(t *testing.T) {
+	requireNginx(t)
+	dir := t.TempDir()
+	uwsgiPort, fcgiPort, port, fcPort := freePort(t), freePort(t), freePort(t), freePort(t)
+	startTestApp(t,
+		"--root-path", "/app",
+		"-b", fmt.Sprintf("127.0.0.1:%d", freePort(t)), // first: the harness waits on it
+		"-b", fmt.Sprintf("uwsgi://127.0.0.1:%d", uwsgiPort),
+		"-b", fmt.Sprintf("fastcgi://127.0.0.1:%d", fcgiPort),
+	)
+	uw := fmt.Sprintf("include /etc/nginx/uwsgi_params; uwsgi_pass 127.0.0.1:%d;", uwsgiPort)
+	fc := fmt.Sprintf("include /etc/nginx/fastcgi_params; fastcgi_pass 127.0.0.1:%d;", fcgiPort)
+	ng := startNginx(t, dir, fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf(`
+    server {
+        listen 127.0.0.1:%d;
+        server_name taipan.test;
+        location /app/ { %[2]s }
+        location /mnt/ { %[2]s uwsgi_param SCRIPT_NAME /mnt; uwsgi_modifier1 30; }
+        location /old/ { rewrite ^/old/(.*)$ /app/$1 break; %[2]s }
+        location /fcsplit/ {
+            fastcgi_split_path_info ^(/fcsplit)(/.*)$;
+            %[3]s
+            fastcgi_param SCRIPT_NAME $fastcgi_script_name;
+            fastcgi_param PATH_INFO $fastcgi_path_info;
+        }
+    }
+    server {
+        listen 127.0.0.1:%[4]d;
+        server_name taipan.test;
+        location / { %[3]s }
+    }`, port, uw, fc, fcPort))
+
+	pc := newPortClient()
+	for _, tc := range []struct {
+		port                  int
+		uri, script, pathInfo string
+	}{
+		{port, "/app/environ/a%20b?q=1", "/app", "/environ/a b"},   // uwsgi_params: --root-path
+		{port, "/mnt/environ/x?q=1", "/mnt", "/environ/x"},         // modifier1 30
+		{port, "/old/environ/x?q=1", "/app", "/environ/x"},         // rewritten to /app/environ/x
+		{port, "/fcsplit/environ/x?q=1", "/fcsplit", "/environ/x"}, // fastcgi_split_path_info
+		{fcPort, "/app/environ/x?q=1", "/app", "/environ/x"},       // fastcgi_params: from REQUEST_URI
+	} {
+		resp, body := pc.do(t, "GET", fmt.Sprintf("http://127.0.0.1:%d%s", tc.port, tc.uri), nil, nil)
+		var env struct {
+			Str map[string]string `json:"str"`
+		}
+		if resp.StatusCode != 200 || json.Unmarshal([]byte(body), &env) != nil {
+			t.Errorf("%s: %d %q", tc.uri, resp.StatusCode, body)
+			continue
+		}
+		for k, v := range map[string]string{"SCRIPT_NAME": tc.script, "PATH_INFO": tc.pathInfo,
+			"REQUEST_URI": tc.uri, "RAW_URI": tc.uri, "QUERY_STRING": "q=1"} {
+			if got, ok := env.Str[k]; !ok || got != v {
+				t.Errorf("%s: %s = %q (present %v), want %q", tc.uri, k, got, ok, v)
+			}
+		}
+	}
+	for _, line := range strings.Split(ng.errorLog(), "\n") {
+		for _, bad := range []string{"upstream prematurely closed", "[error]", "[alert]", "[emerg]", "[crit]"} {
+			if strings.Contains(line, bad) {
+				t.Errorf("nginx logged: %s", line)
+			}
+		}
+	}
+}

@@ -31,11 +31,14 @@ func (b *Bridge) asgiScope(e *wire.EnvironEncoder, r *edge.Request, websocket bo
 	}
 	e.Add("scheme", scheme)
 	e.Add("http_version", strings.TrimPrefix(r.Proto, "HTTP/"))
-	// The request target without the query, decoded; "*" for OPTIONS *
-	// (where WSGI's PATH_INFO is empty).
-	path := percentDecode(r.Path)
-	if b.scriptName != "" && hasPathPrefix(path, b.scriptName) {
-		path = path[len(b.scriptName):]
+	// The request target without the query, decoded, and without
+	// root_path: WSGI's PATH_INFO, as paths gives it, for a request from a
+	// web server too; "*" for OPTIONS * (where PATH_INFO is empty).
+	// raw_path is the path as the client sent it (REQUEST_URI's, from a
+	// web server).
+	rootPath, path := b.paths(r)
+	if r.Path == "*" && !r.GatewayPaths {
+		path = []byte("*")
 	}
 	if utf8.Valid(path) {
 		e.AddUTF8("path", string(path))
@@ -44,7 +47,7 @@ func (b *Bridge) asgiScope(e *wire.EnvironEncoder, r *edge.Request, websocket bo
 	}
 	e.AddBytesValue("raw_path", []byte(r.Path))
 	e.AddBytesValue("query_string", []byte(r.RawQuery))
-	e.Add("root_path", b.scriptName)
+	e.Add("root_path", rootPath)
 
 	mark := e.BeginList("headers")
 	n := 0

@@ -274,16 +274,7 @@ func (b *Bridge) environ(e *wire.EnvironEncoder, r *edge.Request) ([]byte, bool)
 	e.AddPairs(b.fixed)
 	e.Add("REQUEST_METHOD", r.Method)
 	e.Add("SERVER_PROTOCOL", r.Proto)
-	var pathInfo []byte
-	if r.Path != "*" {
-		// OPTIONS * has no path; PEP 3333 (and wsgiref.validate) want
-		// PATH_INFO empty or starting with '/'. RAW_URI still says "*".
-		pathInfo = percentDecode(r.Path)
-	}
-	scriptName := b.scriptName
-	if scriptName != "" && hasPathPrefix(pathInfo, scriptName) {
-		pathInfo = pathInfo[len(scriptName):]
-	}
+	scriptName, pathInfo := b.paths(r)
 	e.Add("SCRIPT_NAME", scriptName)
 	e.AddBytes("PATH_INFO", pathInfo)
 	e.Add("QUERY_STRING", r.RawQuery)
@@ -304,6 +295,31 @@ func (b *Bridge) environ(e *wire.EnvironEncoder, r *edge.Request) ([]byte, bool)
 		bodyFile = true
 	}
 	return e.Bytes(), bodyFile
+}
+
+// paths returns the SCRIPT_NAME and PATH_INFO (decoded) of r. Over HTTP,
+// SCRIPT_NAME is --root-path, and PATH_INFO the path with it removed from
+// the front when it is there. A web server's own pair, from uwsgi or
+// FastCGI, is taken as sent, as uWSGI and flup do: its SCRIPT_NAME wins
+// over --root-path, which is removed from the front of its PATH_INFO only
+// when it sent no SCRIPT_NAME (nginx's uwsgi_params sends none), as from
+// an HTTP path.
+func (b *Bridge) paths(r *edge.Request) (string, []byte) {
+	var pathInfo []byte
+	switch {
+	case r.GatewayPaths && r.ScriptName != "":
+		return r.ScriptName, []byte(r.PathInfo)
+	case r.GatewayPaths:
+		pathInfo = []byte(r.PathInfo)
+	case r.Path != "*":
+		// OPTIONS * has no path; PEP 3333 (and wsgiref.validate) want
+		// PATH_INFO empty or starting with '/'. RAW_URI still says "*".
+		pathInfo = percentDecode(r.Path)
+	}
+	if b.scriptName != "" && hasPathPrefix(pathInfo, b.scriptName) {
+		pathInfo = pathInfo[len(b.scriptName):]
+	}
+	return b.scriptName, pathInfo
 }
 
 // addHeaders adds the HTTP_* keys, joining repeated headers. Names with '_'

@@ -46,6 +46,46 @@ func TestRootPath(t *testing.T) {
 	}
 }
 
+// A web server's SCRIPT_NAME and PATH_INFO (uwsgi, FastCGI) reach the app
+// as sent, not the REQUEST_URI's path: its SCRIPT_NAME wins over
+// --root-path, which is removed from the front of its PATH_INFO only when
+// it sent no SCRIPT_NAME. The ASGI scope has them as root_path and path,
+// and the path as sent as raw_path.
+func TestGatewayPaths(t *testing.T) {
+	for _, tc := range []struct {
+		name, rootPath, uri, script, pathInfo string
+		want                                  [2]string
+	}{
+		{"mounted", "", "/mnt/foo", "/mnt", "/foo", [2]string{"/mnt", "/foo"}},
+		{"rewritten", "", "/old/x", "", "/new/x", [2]string{"", "/new/x"}},
+		{"SCRIPT_NAME wins over --root-path", "/app", "/mnt/foo", "/mnt", "/foo", [2]string{"/mnt", "/foo"}},
+		{"--root-path under uwsgi_params", "/app", "/app/foo", "", "/app/foo", [2]string{"/app", "/foo"}},
+		{"--root-path not there", "/app", "/other", "", "/other", [2]string{"/app", "/other"}},
+	} {
+		b := New(nil, Options{RootPath: tc.rootPath}, logging.New(&bytes.Buffer{}, logging.Error))
+		r := &edge.Request{Method: "GET", Target: tc.uri, Path: tc.uri, Proto: "HTTP/1.1", Body: edge.NewMemoryBody(nil), Scheme: "http",
+			GatewayPaths: true, ScriptName: tc.script, PathInfo: tc.pathInfo}
+		env, _ := b.environ(new(wire.EnvironEncoder), r)
+		for _, want := range []string{"z\x0bSCRIPT_NAMEz" + string(rune(len(tc.want[0]))) + tc.want[0],
+			"z\x09PATH_INFOz" + string(rune(len(tc.want[1]))) + tc.want[1],
+			"z\x0bREQUEST_URIz" + string(rune(len(tc.uri))) + tc.uri, "z\x07RAW_URIz" + string(rune(len(tc.uri))) + tc.uri} {
+			if !bytes.Contains(env, []byte(want)) {
+				t.Errorf("%s: environ lacks %q:\n%q", tc.name, want, env)
+			}
+		}
+		scope, _ := b.asgiScope(new(wire.EnvironEncoder), r, false)
+		for _, want := range []string{"z\x09root_pathz" + string(rune(len(tc.want[0]))) + tc.want[0],
+			"z\x04pathz" + string(rune(len(tc.want[1]))) + tc.want[1]} {
+			if !bytes.Contains(scope, []byte(want)) {
+				t.Errorf("%s: scope lacks %q:\n%q", tc.name, want, scope)
+			}
+		}
+		if want := "raw_paths" + string(rune(len(tc.uri))) + "\x00\x00\x00" + tc.uri; !bytes.Contains(scope, []byte(want)) {
+			t.Errorf("%s: scope lacks raw_path %q:\n%q", tc.name, tc.uri, scope)
+		}
+	}
+}
+
 // Headers with underscores are dropped, repeated headers joined, and
 // Content-Type becomes CONTENT_TYPE.
 func TestHeaders(t *testing.T) {

@@ -88,6 +88,8 @@ type Builder struct {
 	hasURI   bool
 	script   string
 	pathInfo string
+	hasPath  bool // PATH_INFO was sent, even empty
+	strip    bool // StripScriptName
 	query    string
 	proto    string
 	ctype    string
@@ -132,7 +134,7 @@ func (b *Builder) Add(name, value []byte) error {
 	case "SCRIPT_NAME":
 		b.script = string(value)
 	case "PATH_INFO":
-		b.pathInfo = string(value)
+		b.pathInfo, b.hasPath = string(value), true
 	case "QUERY_STRING":
 		b.query = string(value)
 	case "SERVER_PROTOCOL":
@@ -201,6 +203,13 @@ func (b *Builder) fail(e *Error) error {
 	return e
 }
 
+// StripScriptName makes Build remove SCRIPT_NAME from the front of
+// PATH_INFO, which is what uWSGI does for a request with modifier1 30
+// (nginx's uwsgi_modifier1 30): it is for a configuration that sets
+// SCRIPT_NAME next to uwsgi_params, whose PATH_INFO is the whole path.
+// Reset forgets it.
+func (b *Builder) StripScriptName() { b.strip = true }
+
 // ContentLength is CONTENT_LENGTH, or -1 when the web server sent none.
 func (b *Builder) ContentLength() int64 { return b.clen }
 
@@ -209,12 +218,21 @@ func (b *Builder) ContentLength() int64 { return b.clen }
 // What the variables could not be checked for one at a time (a method, a
 // target) is checked here. On error r still holds what is known of the
 // request, for the access log.
+//
+// When the web server sent a PATH_INFO, the request carries it and
+// SCRIPT_NAME for the app (edge.Request.GatewayPaths), as uWSGI and flup
+// pass them on. Without one, as under nginx's fastcgi_params, whose
+// SCRIPT_NAME is the whole path, the app's are derived from the target.
 func (b *Builder) Build(r *edge.Request, body *edge.Body, addrs *Addrs) error {
+	script, pathInfo := b.script, b.pathInfo
+	if b.hasPath {
+		script, pathInfo = b.gatewayPaths()
+	}
 	target := b.uri
 	var err error
 	if !b.hasURI {
 		// CGI's pieces: PATH_INFO is decoded, the target is not.
-		target = b.script + escapePath(b.pathInfo)
+		target = script + escapePath(pathInfo)
 		if target == "" {
 			target = "/"
 		}
@@ -257,6 +275,9 @@ func (b *Builder) Build(r *edge.Request, body *edge.Body, addrs *Addrs) error {
 		ServerPort: or(b.sport, addrs.ServerPort),
 		Scheme:     "http",
 	}
+	if b.hasPath {
+		r.GatewayPaths, r.ScriptName, r.PathInfo = true, script, pathInfo
+	}
 	switch b.proto {
 	case "HTTP/1.0", "HTTP/0.9":
 		r.Proto, r.ProtoMinor = "HTTP/1.0", 0
@@ -278,6 +299,28 @@ func (b *Builder) Build(r *edge.Request, body *edge.Body, addrs *Addrs) error {
 		return terr
 	}
 	return nil
+}
+
+// gatewayPaths returns SCRIPT_NAME and PATH_INFO as the app is to see
+// them. SCRIPT_NAME loses any trailing slash, which moves to the front of
+// PATH_INFO if that has none: PEP 3333 wants "" and "/" rather than "/"
+// and "" (wsgiref.validate insists), and fastcgi_split_path_info with a
+// pattern like ^(/app/)(.*)$ sends "/app/" and "x". With StripScriptName,
+// SCRIPT_NAME is then removed from the front of PATH_INFO when it is there
+// as whole segments ("/mnt" from "/mnt/x" and "/mnt", not from "/mntx").
+func (b *Builder) gatewayPaths() (script, pathInfo string) {
+	script, pathInfo = b.script, b.pathInfo
+	if trimmed := strings.TrimRight(script, "/"); len(trimmed) < len(script) {
+		script = trimmed
+		if !strings.HasPrefix(pathInfo, "/") {
+			pathInfo = "/" + pathInfo
+		}
+	}
+	if b.strip && script != "" && strings.HasPrefix(pathInfo, script) &&
+		(len(pathInfo) == len(script) || pathInfo[len(script)] == '/') {
+		pathInfo = pathInfo[len(script):]
+	}
+	return script, pathInfo
 }
 
 // splitTarget splits a request target into its path and query. Besides

@@ -31,6 +31,16 @@ type Request struct {
 	Host       string // Host header value (may be empty for HTTP/1.0)
 	Body       *Body  // never nil; Len() == 0 when there is no body
 
+	// ScriptName and PathInfo are the SCRIPT_NAME and PATH_INFO (decoded,
+	// as CGI has it) that a web server sent with a uwsgi or FastCGI
+	// request, when it sent a PATH_INFO (GatewayPaths): the app gets them
+	// as sent rather than ones derived from Path, since nginx's PATH_INFO
+	// is the URI after its rewrites and its SCRIPT_NAME the prefix it
+	// mounts the app at. Path stays the path of the REQUEST_URI.
+	GatewayPaths bool
+	ScriptName   string
+	PathInfo     string
+
 	// Worker and WorkerPid are set by the Handler when a Python worker
 	// served the request; the access log reports them.
 	Worker    int

@@ -1,8 +1,9 @@
 // Package uwsgi serves taipan's Handler over the uwsgi protocol, so that an
 // nginx in front can keep speaking uwsgi_pass to taipan.
 //
-// A request is a 4-byte header (modifier1, which must be 0 for WSGI; the
-// size of the vars block as a little-endian uint16; modifier2, ignored),
+// A request is a 4-byte header (modifier1, which must be 0 for WSGI, or 30
+// for WSGI with SCRIPT_NAME removed from the front of PATH_INFO; the size
+// of the vars block as a little-endian uint16; modifier2, ignored),
 // the vars block (each variable a little-endian uint16 length and a key,
 // then the same for its value), then CONTENT_LENGTH bytes of body. The
 // answer is a plain HTTP/1.1 response on the same connection.
@@ -36,6 +37,10 @@ import (
 const (
 	headerLen    = 4
 	modifierWSGI = 0
+	// modifierManagePathInfo is uWSGI's UWSGI_MODIFIER_MANAGE_PATH_INFO,
+	// nginx's "uwsgi_modifier1 30": a WSGI request whose SCRIPT_NAME is to
+	// be removed from the front of its PATH_INFO.
+	modifierManagePathInfo = 30
 	// readBufSize holds the largest vars block (65535 bytes), which is
 	// read whole into the reader's buffer.
 	readBufSize  = 1 << 16
@@ -158,8 +163,14 @@ func (cn *conn) readVars() error {
 	if err != nil {
 		return err
 	}
-	if hdr[0] != modifierWSGI {
-		return &protocolError{fmt.Sprintf("modifier1 %d is not WSGI (0): is this a uwsgi client?", hdr[0])}
+	switch hdr[0] {
+	case modifierWSGI:
+	case modifierManagePathInfo:
+		cn.vars.StripScriptName()
+	default:
+		// Other modifiers ask for what taipan does not run (PSGI, Rack,
+		// the uWSGI internals): there is no answering them sensibly.
+		return &protocolError{fmt.Sprintf("modifier1 %d is not WSGI (0, or 30 to strip SCRIPT_NAME from PATH_INFO): is this a uwsgi client?", hdr[0])}
 	}
 	size := int(binary.LittleEndian.Uint16(hdr[1:3]))
 	cn.br.Discard(headerLen)

@@ -148,7 +148,7 @@ func TestVarsBecomeTheRequest(t *testing.T) {
 	e := echo(t, body)
 	want := cgivarstest.Echo{Method: "GET", Target: "/echo?a=1&b=%20", Path: "/echo", RawQuery: "a=1&b=%20", Proto: "HTTP/1.1", ProtoMinor: 1,
 		Host: "example.org", RemoteAddr: "203.0.113.7", RemotePort: "51234", ServerName: "example.org", ServerPort: "8080", Scheme: "https",
-		BodySHA256: e.BodySHA256, Header: e.Header}
+		GatewayPaths: true, PathInfo: "/echo", BodySHA256: e.BodySHA256, Header: e.Header}
 	if !reflect.DeepEqual(e, want) {
 		t.Errorf("request\n got %+v\nwant %+v", e, want)
 	}
@@ -342,6 +342,25 @@ func TestMalformedPacketsClose(t *testing.T) {
 	}
 	if !strings.Contains(ts.ErrorLog(), "modifier1 5 is not WSGI") {
 		t.Errorf("protocol error not logged:\n%s", ts.ErrorLog())
+	}
+}
+
+// Modifier1 30 (nginx's uwsgi_modifier1 30) is WSGI with SCRIPT_NAME
+// removed from the front of PATH_INFO; modifier1 0 leaves PATH_INFO as
+// sent. (A later variable replaces nginxVars' PATH_INFO; the target stays
+// /echo, which the test Handler answers.)
+func TestModifier30StripsScriptName(t *testing.T) {
+	ts := newTestServer(t, edge.Config{})
+	for mod, want := range map[byte]string{30: "/foo", 0: "/mnt/foo"} {
+		raw := packet(nginxVars("GET", "/echo", [2]string{"SCRIPT_NAME", "/mnt"}, [2]string{"PATH_INFO", "/mnt/foo"}), nil)
+		raw[0] = mod
+		resp, body := do(t, ts.Addr, "GET", raw)
+		if resp.StatusCode != 200 {
+			t.Fatalf("modifier1 %d: %d %q", mod, resp.StatusCode, body)
+		}
+		if e := echo(t, body); !e.GatewayPaths || e.ScriptName != "/mnt" || e.PathInfo != want || e.Target != "/echo" {
+			t.Errorf("modifier1 %d: %+v, want SCRIPT_NAME /mnt, PATH_INFO %q", mod, e, want)
+		}
 	}
 }
 

@@ -30,6 +30,8 @@ type Echo struct {
 	RemoteAddr, RemotePort                string
 	ServerName, ServerPort                string
 	Scheme                                string
+	GatewayPaths                          bool
+	ScriptName, PathInfo                  string
 	BodyLen                               int64
 	BodySHA256                            string
 	Spilled                               bool // the body was in a file
@@ -86,6 +88,7 @@ func (h *Handler) Serve(w edge.ResponseWriter, r *edge.Request) {
 			Method: r.Method, Target: r.Target, Path: r.Path, RawQuery: r.RawQuery, Proto: r.Proto, ProtoMinor: r.ProtoMinor,
 			Host: r.Host, Header: r.Header, RemoteAddr: r.RemoteAddr, RemotePort: r.RemotePort,
 			ServerName: r.ServerName, ServerPort: r.ServerPort, Scheme: r.Scheme, BodyLen: r.Body.Len(),
+			GatewayPaths: r.GatewayPaths, ScriptName: r.ScriptName, PathInfo: r.PathInfo,
 		}
 		sum := sha256.New()
 		io.Copy(sum, r.Body.Reader())
