@@ -225,15 +225,10 @@ func (b *Bridge) forward(w edge.ResponseWriter, r *edge.Request, s *scratch, ev 
 			out.Header = append(out.Header, edge.HeaderField{Name: f[0], Value: f[1]})
 		}
 		end := ev.Flags&wire.FlagEnd != 0
-		if err := w.WriteHead(out, h.Body, end); err != nil {
-			b.logOverlong(r, err)
-			return true, err
-		}
-		return end, nil
+		return end, w.WriteHead(out, h.Body, end)
 	case wire.KindBody:
 		if len(ev.Payload) > 0 {
 			if err := w.Write(ev.Payload); err != nil {
-				b.logOverlong(r, err)
 				return true, err
 			}
 		}
@@ -257,14 +252,6 @@ func (b *Bridge) forward(w edge.ResponseWriter, r *edge.Request, s *scratch, ev 
 	b.log.Errorf("%s %s: unexpected %v frame from worker", r.Method, r.Target, ev.Kind)
 	w.Abort()
 	return true, nil
-}
-
-// logOverlong logs a response cut at its Content-Length: the app sent more
-// than it announced, which the client never sees (uvicorn raises in the app).
-func (b *Bridge) logOverlong(r *edge.Request, err error) {
-	if errors.Is(err, edge.ErrBodyTooLong) {
-		b.log.Errorf("%s %s: the app sent a body longer than its Content-Length; the response was cut there", r.Method, r.Target)
-	}
 }
 
 // environ encodes the CGI and HTTP_ keys of r as the worker expects them

@@ -253,6 +253,9 @@ func (w *Response) Finish(panicked bool) (whole bool) {
 		w.Aborted = true
 	}
 	w.Done = true
+	if m := w.Mismatch(); m != "" {
+		w.log.Errorf("%s %s: %s", w.method, w.target, m)
+	}
 	return w.Err == nil && !w.Aborted && !w.Short()
 }
 

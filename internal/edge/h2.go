@@ -373,7 +373,7 @@ func (w *h2Response) WriteHead(head *ResponseHead, body []byte, complete bool) e
 		// percent of a small request, and a stalled one holds only this
 		// goroutine and at most smallH2Body bytes until the connection
 		// ends, bounded by its stream limit. No worker waits on it.
-		if n, _ := w.Allow(int64(len(body))); complete && len(body) <= smallH2Body && n == int64(len(body)) {
+		if complete && len(body) <= smallH2Body && (w.Length < 0 || int64(len(body)) <= w.Length) {
 			n, err := w.rw.Write(body)
 			w.Written += int64(n)
 			if err != nil {
@@ -481,12 +481,13 @@ func (w *h2Response) finish() {
 			[]byte("Internal Server Error\n"), true)
 	}
 	w.Done = true
+	if m := w.Mismatch(); m != "" {
+		w.srv.log.Errorf("%s %s: %s", w.req.Method, w.req.URL.RequestURI(), m)
+	}
 	if w.Err == nil && w.Short() {
 		// A body shorter than its Content-Length is a malformed response
 		// (RFC 9113 section 8.1.1): the stream is reset, not ended, so the
 		// client cannot take it for complete.
-		w.srv.log.Errorf("%s %s: the response ended after %d of the %d bytes its Content-Length announced; resetting the stream",
-			w.req.Method, w.req.URL.RequestURI(), w.Written, w.Length)
 		panic(http.ErrAbortHandler)
 	}
 }

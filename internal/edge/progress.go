@@ -2,6 +2,7 @@ package edge
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 )
 
@@ -26,6 +27,7 @@ type Progress struct {
 	Code     int   // status code sent, 0 before the head
 	Length   int64 // Content-Length sent, or -1
 	Written  int64 // body bytes sent
+	Cut      bool  // body bytes past Length were dropped
 	Err      error // first write error: the peer is gone
 }
 
@@ -85,6 +87,7 @@ func (p *Progress) CheckBody() error {
 func (p *Progress) Allow(n int64) (allowed int64, over bool) {
 	if p.Length >= 0 {
 		if rem := p.Length - p.Written; n > rem {
+			p.Cut = true
 			return rem, true
 		}
 	}
@@ -93,3 +96,19 @@ func (p *Progress) Allow(n int64) (allowed int64, over bool) {
 
 // Short reports a body that ended before the length its head declared.
 func (p *Progress) Short() bool { return !p.NoBody && p.Length >= 0 && p.Written < p.Length }
+
+// Mismatch says, for the log, how a finished response's body disagreed
+// with its Content-Length, or returns "" when it did not (or the peer went
+// away first). Every writer logs it: the client sees only a cut body or a
+// connection or stream that ends early, not why.
+func (p *Progress) Mismatch() string {
+	switch {
+	case p.Err != nil:
+		return ""
+	case p.Cut:
+		return fmt.Sprintf("the body was longer than its Content-Length (%d bytes); it was cut there", p.Length)
+	case p.Short():
+		return fmt.Sprintf("the response ended after %d of the %d bytes its Content-Length announced", p.Written, p.Length)
+	}
+	return ""
+}

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -116,5 +117,30 @@ func TestProgressDeclareLength(t *testing.T) {
 	notModified.StartHead(304, "GET")
 	if keep, invalid := notModified.DeclareLength("12"); keep || invalid || notModified.Length != -1 {
 		t.Errorf("a 304's Content-Length: kept %v, invalid %v, Length %d", keep, invalid, notModified.Length)
+	}
+}
+
+// Mismatch names a body that was cut at its Content-Length or ended short
+// of it, and nothing else.
+func TestProgressMismatch(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		written []int64
+		want    string
+	}{
+		{"exact", []int64{4, 6}, ""},
+		{"cut", []int64{8, 8}, "longer than its Content-Length (10 bytes)"},
+		{"short", []int64{3}, "ended after 3 of the 10 bytes"},
+	} {
+		p := NewProgress()
+		p.StartHead(200, "GET")
+		p.DeclareLength("10")
+		for _, n := range tc.written {
+			allowed, _ := p.Allow(n)
+			p.Written += allowed
+		}
+		if got := p.Mismatch(); tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: Mismatch() = %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }

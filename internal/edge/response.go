@@ -430,10 +430,10 @@ func (w *response) finish() {
 			w.fail(err)
 		}
 	case w.Short():
-		// The client sees the connection close early; the log says why.
-		w.closeAfter = true
-		w.c.srv.log.Errorf("%s %s: the response ended after %d of the %d bytes its Content-Length announced; closing the connection",
-			w.c.req.Method, w.c.req.Target, w.Written, w.Length)
+		w.closeAfter = true // the client sees the body end early
+	}
+	if m := w.Mismatch(); m != "" {
+		w.c.srv.log.Errorf("%s %s: %s", w.c.req.Method, w.c.req.Target, m)
 	}
 }
 
