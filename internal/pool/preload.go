@@ -389,15 +389,7 @@ func (srv *forkServer) abortStart() {
 	srv.waitExit()
 	// Its output, but not for long: a process the app started may hold
 	// the pipe open (Worker.awaitOutput).
-	done := make(chan struct{})
-	go func() {
-		srv.readers.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(outputDrain):
-	}
+	waitAtMost(&srv.readers, outputDrain)
 }
 
 // waitExit waits for the process to exit, killing it after forkServerGrace.

@@ -139,15 +139,19 @@ const outputDrain = time.Second
 // process the app started inherits the pipes and may hold them open for as
 // long as it lives, and that must not hold up the worker's replacement, a
 // boot error or a shutdown. Whatever it writes is still relayed.
-func (w *Worker) awaitOutput() {
+func (w *Worker) awaitOutput() { waitAtMost(&w.relay, outputDrain) }
+
+// waitAtMost waits for wg, but no longer than d. The goroutine that waits
+// on goes away once wg is done.
+func waitAtMost(wg *sync.WaitGroup, d time.Duration) {
 	done := make(chan struct{})
 	go func() {
-		w.relay.Wait()
+		wg.Wait()
 		close(done)
 	}()
 	select {
 	case <-done:
-	case <-time.After(outputDrain):
+	case <-time.After(d):
 	}
 }
 
@@ -309,9 +313,7 @@ func (w *Worker) readLoop(p *Pool) error {
 		if settled != nil {
 			// The worker has moved on to this stream: the close() of the
 			// previous one has returned.
-			if n := w.finish(settled, false); n > 0 {
-				p.workerFree(w, n)
-			}
+			w.finishAndFree(p, settled, false)
 		}
 		if j == nil {
 			if f.File != nil {
@@ -324,9 +326,7 @@ func (w *Worker) readLoop(p *Pool) error {
 		if j.closing {
 			// The END after close(): the client has had its response.
 			f.Release()
-			if n := w.finish(j, true); n > 0 {
-				p.workerFree(w, n)
-			}
+			w.finishAndFree(p, j, true)
 			continue
 		}
 		ev := Event{Kind: f.Kind, Flags: f.Flags, Payload: f.Payload, File: f.File, frame: f}
@@ -344,9 +344,7 @@ func (w *Worker) readLoop(p *Pool) error {
 		}
 		j.deliver(ev)
 		if end {
-			if n := w.finish(j, true); n > 0 {
-				p.workerFree(w, n)
-			}
+			w.finishAndFree(p, j, true)
 		} else {
 			w.progress(j)
 		}
@@ -447,6 +445,14 @@ func (w *Worker) finish(j *Job, startNext bool) int {
 	n := w.finished
 	w.finished = 0
 	return n
+}
+
+// finishAndFree finishes j and tells the pool of the jobs done, if the
+// worker has room again.
+func (w *Worker) finishAndFree(p *Pool, j *Job, startNext bool) {
+	if n := w.finish(j, startNext); n > 0 {
+		p.workerFree(w, n)
+	}
 }
 
 // threaded reports whether the worker runs its requests at once (all of
