@@ -250,17 +250,27 @@ func TestNoH2CByDefault(t *testing.T) {
 	}
 }
 
+// startTLSHandler serves h over TLS with ALPN offering h2 and http/1.1, and
+// returns the address and a client for each protocol, keyed by its Proto.
+func startTLSHandler(t *testing.T, h Handler) (string, map[string]*http.Client) {
+	t.Helper()
+	cert, pool := selfSigned(t)
+	cfg := DefaultConfig()
+	cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12}
+	return startHandler(t, cfg, h), map[string]*http.Client{
+		"HTTP/2.0": {Transport: &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}},
+		"HTTP/1.1": {Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}},
+	}
+}
+
 // TestH2ResponseRules: the HTTP/2 writer applies the HTTP/1.1 writer's
 // rules before x/net/http2 sees the bytes. A body streamed after a 304 head
 // or in answer to HEAD is dropped without an error (x/net/http2 would
 // refuse it, and the bridge would then reset the stream), and a body longer
 // than its declared Content-Length is cut there, with ErrBodyTooLong.
 func TestH2ResponseRules(t *testing.T) {
-	cert, pool := selfSigned(t)
-	cfg := DefaultConfig()
-	cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12}
 	writeErr := make(chan error, 1)
-	addr := startHandler(t, cfg, HandlerFunc(func(w ResponseWriter, r *Request) {
+	addr, clients := startTLSHandler(t, HandlerFunc(func(w ResponseWriter, r *Request) {
 		switch r.Path {
 		case "/not-modified":
 			w.WriteHead(&ResponseHead{Code: 304, Status: "304 Not Modified"}, nil, false)
@@ -271,10 +281,6 @@ func TestH2ResponseRules(t *testing.T) {
 		}
 		writeErr <- w.Write([]byte("0123456789"))
 	}))
-	clients := map[string]*http.Client{
-		"HTTP/2.0": {Transport: &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}},
-		"HTTP/1.1": {Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}},
-	}
 	for proto, c := range clients {
 		for _, tc := range []struct {
 			method, path string
@@ -312,10 +318,7 @@ func TestH2ResponseRules(t *testing.T) {
 // (a stream reset; a closed connection over HTTP/1.1) instead of passing
 // for complete.
 func TestH2CompleteResponseLength(t *testing.T) {
-	cert, pool := selfSigned(t)
-	cfg := DefaultConfig()
-	cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12}
-	addr := startHandler(t, cfg, HandlerFunc(func(w ResponseWriter, r *Request) {
+	addr, clients := startTLSHandler(t, HandlerFunc(func(w ResponseWriter, r *Request) {
 		declared := map[string]string{"/head": "12345", "/long": "5", "/short": "100"}[r.Path]
 		body := []byte("0123456789")
 		if r.Method == "HEAD" {
@@ -323,10 +326,6 @@ func TestH2CompleteResponseLength(t *testing.T) {
 		}
 		w.WriteHead(&ResponseHead{Code: 200, Header: []HeaderField{{Name: "Content-Length", Value: declared}}}, body, true)
 	}))
-	clients := map[string]*http.Client{
-		"HTTP/2.0": {Transport: &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}},
-		"HTTP/1.1": {Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}},
-	}
 	for proto, c := range clients {
 		for _, tc := range []struct {
 			method, path string
