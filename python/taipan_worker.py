@@ -584,6 +584,18 @@ def run_hook(spec: str) -> None:
     hook()
 
 
+def post_fork(sock: socket.socket, spec: str) -> bool:
+    """Runs the --post-fork hook; on failure tells Go why (BOOT_ERROR) and
+    returns False."""
+    try:
+        run_hook(spec)
+    except BaseException as exc:
+        text = "Failed to run the post-fork hook %r:\n%s" % (spec, app_traceback(exc))
+        sock.sendall(frame(BOOT_ERROR, 0, text.encode("utf-8", "replace")))
+        return False
+    return True
+
+
 def app_traceback(exc: BaseException) -> str:
     """Formats exc without the frames of this module and of importlib, so the
     traceback starts where the user's code does."""
@@ -1356,13 +1368,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         text = "Failed to load the app %r:\n%s" % (args.app, app_traceback(exc))
         sock.sendall(frame(BOOT_ERROR, 0, text.encode("utf-8", "replace")))
         return 1
-    if args.post_fork:
-        try:
-            run_hook(args.post_fork)
-        except BaseException as exc:
-            text = "Failed to run the post-fork hook %r:\n%s" % (args.post_fork, app_traceback(exc))
-            sock.sendall(frame(BOOT_ERROR, 0, text.encode("utf-8", "replace")))
-            return 1
+    if args.post_fork and not post_fork(sock, args.post_fork):
+        return 1
 
     return serve_app(sock, app, args.threads, args.interface, args.loop)
 
@@ -1549,13 +1556,8 @@ class ForkServer:
                 os.close(fd)
             faulthandler.register(signal.SIGUSR1, file=os.fdopen(4, "w"), all_threads=True)
             sock = socket.socket(fileno=3)
-            if self.post_fork:
-                try:
-                    run_hook(self.post_fork)
-                except BaseException as exc:
-                    text = "Failed to run the post-fork hook %r:\n%s" % (self.post_fork, app_traceback(exc))
-                    sock.sendall(frame(BOOT_ERROR, 0, text.encode("utf-8", "replace")))
-                    return
+            if self.post_fork and not post_fork(sock, self.post_fork):
+                return
             code = serve_app(sock, self.app, self.threads, self.interface, self.loop)
         except BaseException:
             traceback.print_exc()

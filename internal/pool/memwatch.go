@@ -69,12 +69,7 @@ func (m *memoryWatch) run() {
 // sample looks at every busy worker once.
 func (m *memoryWatch) sample(now time.Time) {
 	p := m.pool
-	p.mu.Lock()
-	workers := make([]*Worker, 0, len(p.workers))
-	for _, w := range p.workers {
-		workers = append(workers, w)
-	}
-	p.mu.Unlock()
+	workers := p.workerList(nil)
 	over := make(map[*Worker]time.Time, len(m.over))
 	for _, w := range workers {
 		if m.check(w, now) {

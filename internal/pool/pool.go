@@ -197,17 +197,24 @@ func (p *Pool) nudgeLongRequests() {
 		case <-p.stopped:
 			return
 		case now := <-t.C:
-			p.mu.Lock()
-			workers = workers[:0]
-			for _, w := range p.workers {
-				workers = append(workers, w)
-			}
-			p.mu.Unlock()
+			workers = p.workerList(workers)
 			for _, w := range workers {
 				w.nudge(now.Add(-asgiWatchAfter))
 			}
 		}
 	}
+}
+
+// workerList returns the pool's workers in buf[:0], for a periodic pass
+// that looks at each without holding the pool's lock.
+func (p *Pool) workerList(buf []*Worker) []*Worker {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	buf = buf[:0]
+	for _, w := range p.workers {
+		buf = append(buf, w)
+	}
+	return buf
 }
 
 // checkMaxRSS refuses a --max-rss below what a worker holds as soon as it
@@ -762,13 +769,7 @@ func (p *Pool) monitor() {
 		case <-p.stopped:
 			return
 		case now := <-t.C:
-			p.mu.Lock()
-			workers := make([]*Worker, 0, len(p.workers))
-			for _, w := range p.workers {
-				workers = append(workers, w)
-			}
-			p.mu.Unlock()
-			for _, w := range workers {
+			for _, w := range p.workerList(nil) {
 				p.check(w, now)
 			}
 			if p.cfg.WorkersMax > 0 && now.Sub(lastScale) >= time.Second && p.autoscale(now) {
