@@ -319,6 +319,34 @@ func TestShutdownWaitsForLifespan(t *testing.T) {
 	}
 }
 
+// TestRestartWithoutGrace: --graceful-timeout is also how long a restarted
+// worker has to exit, so with 0 a worker recycled by --max-requests is
+// killed at once: its 2-second lifespan shutdown never completes, where a
+// default grace of a few seconds would let it.
+func TestRestartWithoutGrace(t *testing.T) {
+	t.Parallel()
+	marker := filepath.Join(t.TempDir(), "shutdown")
+	s := Start(t, "--pythonpath", appsDir(t), "-w", "1", "--graceful-timeout", "0", "--max-requests", "1",
+		"-e", "SHUTDOWN_MARKER="+marker, "-e", "SLOW_SHUTDOWN_S=2", "slowshutdown:app")
+	old := s.WorkerPids()
+	if code, body := s.Get(t, "/"); code != 200 {
+		t.Fatalf("GET /: %d %q", code, body)
+	}
+	if !pollUntil(10*time.Second, func() bool { p := s.WorkerPids(); return len(p) == 1 && p[0] != old[0] }) {
+		t.Fatalf("worker %v not replaced after --max-requests 1\n%s", old, s.Stderr())
+	}
+	if !pollUntil(2*time.Second, func() bool { return !pidAlive(old[0]) }) {
+		t.Fatalf("recycled worker %d still alive 2s after its replacement started\n%s", old[0], s.Stderr())
+	}
+	time.Sleep(3 * time.Second) // past the app's 2 s shutdown, had it been let run
+	if b, err := os.ReadFile(marker); err == nil {
+		t.Errorf("the recycled worker finished its lifespan shutdown (%q): it was given time to exit\n%s", b, s.Stderr())
+	}
+	if code, body := s.Get(t, "/"); code != 200 {
+		t.Errorf("GET / after the restart: %d %q", code, body)
+	}
+}
+
 // TestShutdownIdle: an idle server stops quickly, with its keep-alive
 // connections.
 func TestShutdownIdle(t *testing.T) {

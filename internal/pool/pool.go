@@ -18,7 +18,7 @@ type Config struct {
 	Spec        Spec
 	Workers     int
 	BootTimeout time.Duration // time a worker has to load the app (0 = no limit)
-	StopTimeout time.Duration // time a worker has to exit after being asked, before SIGKILL
+	StopTimeout time.Duration // time a worker has to exit after being asked, before SIGKILL (0 = 5 s; negative = none)
 	MaxBatch    int           // most requests sent to a worker in one write (default 32)
 
 	// Timeout is how long one request may run (0 = no limit). Past it the
@@ -119,7 +119,7 @@ func New(cfg Config, log *logging.Logger) *Pool {
 		cfg.AsyncSlots = 1000
 	}
 	cfg.Spec.Threads = cfg.Threads
-	if cfg.StopTimeout <= 0 {
+	if cfg.StopTimeout == 0 {
 		cfg.StopTimeout = 5 * time.Second
 	}
 	if cfg.HeartbeatInterval <= 0 {
@@ -886,7 +886,7 @@ func (p *Pool) overLimit(w *Worker) (StopReason, string) {
 	}
 	w.mu.Unlock()
 	if limit > 0 && served >= limit {
-		return StopMaxRequests, fmt.Sprintf("served %d requests (--max-requests)", served)
+		return StopMaxRequests, fmt.Sprintf("served %d request%s (--max-requests)", served, plural(served))
 	}
 	if readRSS {
 		if rss, err := w.rssBytes(); err == nil && rss > p.cfg.MaxRSS {

@@ -133,7 +133,7 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 		Workers:           cfg.Workers,
 		Threads:           cfg.Threads,
 		BootTimeout:       cfg.BootTimeout,
-		StopTimeout:       cfg.GracefulTimeout, // as gunicorn's graceful_timeout: also for restarts
+		StopTimeout:       stopTimeout(cfg.GracefulTimeout),
 		Timeout:           cfg.Timeout,
 		HeartbeatInterval: cfg.Heartbeat,
 		HeartbeatTimeout:  cfg.HeartbeatTimeout,
@@ -546,4 +546,15 @@ func plural(n int) string {
 		return ""
 	}
 	return "s"
+}
+
+// stopTimeout is the pool's StopTimeout for --graceful-timeout: as with
+// gunicorn's graceful_timeout, it is also how long a stopped or restarted
+// worker has to exit. --graceful-timeout 0 means no time at all, which the
+// pool spells as a negative duration (its zero is the default).
+func stopTimeout(graceful time.Duration) time.Duration {
+	if graceful == 0 {
+		return -1
+	}
+	return graceful
 }
