@@ -628,25 +628,42 @@ def startup_error(protocol: int) -> Optional[str]:
 
 
 class ThreadedWorker:
-    """A worker that runs up to `threads` requests at once (--threads).
+    """A worker that runs up to `threads` requests at once: on a pool of
+    threads (--threads), or each in a greenlet of its own (-k gevent).
 
-    The main thread reads frames and hands each request to a pool thread. Go
-    never sends more requests than there are threads, so none waits here.
-    Each thread sends its own response frames; a lock keeps whole writes
-    from different threads from interleaving on the socket.
+    The main thread reads frames and starts each request. Go never sends
+    more requests than there are threads, so none waits here. Each request
+    sends its own response frames; a lock keeps whole writes from different
+    requests from interleaving on the socket.
     """
 
-    def __init__(self, sock: socket.socket, app: WSGIApp, threads: int) -> None:
+    def __init__(self, sock: socket.socket, app: WSGIApp, threads: int, greenlets: bool = False) -> None:
         self.sock = sock
         self.reader = Worker(sock, app)
         self.send_lock = threading.Lock()
-        self.local = threading.local()
-        from concurrent.futures import ThreadPoolExecutor
+        # Runners are reused rather than made per request; list.pop and
+        # list.append are atomic, so threads share the list without a lock
+        # (run pops and lets an empty list raise, never checks first).
+        self.idle_runners: List[ThreadRunner] = []
+        self.start: Callable[..., Any]
+        self.wait_all: Callable[[], Any]
+        if greenlets:
+            # A greenlet per request costs a fraction of handing it to a
+            # monkey-patched ThreadPoolExecutor (its Future, queue and
+            # locks all switch through the gevent hub).
+            from gevent.pool import Group  # type: ignore
 
-        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="taipan-request")
+            group = Group()
+            self.start, self.wait_all = group.spawn, group.join
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="taipan-request")
+            self.start, self.wait_all = executor.submit, executor.shutdown
 
     def serve(self) -> None:
-        """Reads frames until Go closes the socket."""
+        """Reads frames until Go closes the socket, then waits for the
+        requests still running."""
         reader = self.reader
         inbox = reader.inbox
         try:
@@ -657,18 +674,19 @@ class ThreadedWorker:
                     continue
                 kind, flags, stream, payload = inbox.popleft()
                 if kind == REQUEST:
-                    self.executor.submit(self.run, stream, flags, payload)
+                    self.start(self.run, stream, flags, payload)
                 elif kind == PING:
                     with self.send_lock:
                         self.sock.sendall(frame(PONG, 0))
         finally:
-            self.executor.shutdown(wait=True)
+            self.wait_all()
 
     def run(self, stream: int, flags: int, payload: memoryview) -> None:
-        """Runs one request on a pool thread."""
-        runner = getattr(self.local, "runner", None)
-        if runner is None:
-            runner = self.local.runner = ThreadRunner(self)
+        """Runs one request on a pool thread or in its greenlet."""
+        try:
+            runner = self.idle_runners.pop()
+        except IndexError:
+            runner = ThreadRunner(self)
         try:
             runner.handle(stream, flags, payload)
             runner.flush()
@@ -676,6 +694,8 @@ class ThreadedWorker:
             pass  # Go is gone; the main thread sees end of file and exits
         finally:
             self.reader.cancelled.discard(stream)
+            runner.out.clear()
+            self.idle_runners.append(runner)
 
 
 class ThreadRunner(Worker):
@@ -1300,8 +1320,9 @@ def serve_asgi(sock: socket.socket, app: Any, loop_name: str) -> int:
     return 0
 
 
-def serve_app(sock: socket.socket, app: WSGIApp, threads: int = 1, interface: str = "wsgi", loop: str = "auto") -> int:
-    """Reports READY and serves requests until Go closes the socket."""
+def serve_app(sock: socket.socket, app: WSGIApp, threads: int = 1, interface: str = "wsgi", loop: str = "auto", greenlets: bool = False) -> int:
+    """Reports READY and serves requests until Go closes the socket;
+    greenlets: -k gevent (the standard library is already patched)."""
     # A worker serves batches; waking it must not preempt the Go edge, which
     # would otherwise be interrupted mid-burst and hand over smaller batches.
     # SCHED_BATCH (Linux) turns off wake-up preemption for this process only;
@@ -1315,8 +1336,8 @@ def serve_app(sock: socket.socket, app: WSGIApp, threads: int = 1, interface: st
     ready = {"protocol": PROTOCOL, "pid": os.getpid(), "python": "%d.%d.%d" % sys.version_info[:3], "interface": "wsgi"}
     sock.sendall(frame(READY, 0, json.dumps(ready).encode()))
     try:
-        if threads > 1:
-            ThreadedWorker(sock, app, threads).serve()
+        if threads > 1 or greenlets:
+            ThreadedWorker(sock, app, threads, greenlets).serve()
         else:
             Worker(sock, app).serve()
     except (BrokenPipeError, ConnectionResetError):
@@ -1371,7 +1392,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.post_fork and not post_fork(sock, args.post_fork):
         return 1
 
-    return serve_app(sock, app, args.threads, args.interface, args.loop)
+    return serve_app(sock, app, args.threads, args.interface, args.loop, args.worker_class == "gevent")
 
 
 # --- the fork server (--preload) ----------------------------------------------
