@@ -73,6 +73,7 @@ FLAG_END = 0x01
 FLAG_CLOSING = 0x02
 FLAG_TEXT = 0x01  # WS_RECEIVE, WS_SEND: a text message
 FLAG_CANCEL_TIMEOUT = 0x01  # CANCEL: the request ran past --timeout
+FLAG_POST_FORK = 0x01  # BOOT_ERROR: the --post-fork hook failed, not the app's import
 
 LOG_WARNING = 30
 LOG_ERROR = 40
@@ -591,7 +592,7 @@ def post_fork(sock: socket.socket, spec: str) -> bool:
         run_hook(spec)
     except BaseException as exc:
         text = "Failed to run the post-fork hook %r:\n%s" % (spec, app_traceback(exc))
-        sock.sendall(frame(BOOT_ERROR, 0, text.encode("utf-8", "replace")))
+        sock.sendall(frame(BOOT_ERROR, 0, text.encode("utf-8", "replace"), FLAG_POST_FORK))
         return False
     return True
 

@@ -67,7 +67,8 @@ func (s *Spec) interfaceArgs() []string {
 // BootError is returned when a worker could not load the app. Text holds
 // the worker's explanation, with the Python traceback.
 type BootError struct {
-	Text string
+	Text     string
+	PostFork bool // the --post-fork hook failed, after the app had loaded
 }
 
 func (e *BootError) Error() string { return e.Text }

@@ -116,7 +116,7 @@ func (w *Worker) awaitReady(timeout time.Duration) error {
 		w.Python, w.Interface = ready.Python, ready.Interface
 		return nil
 	case wire.KindBootError:
-		return &BootError{Text: string(f.Payload)}
+		return &BootError{Text: string(f.Payload), PostFork: f.Flags&wire.FlagPostFork != 0}
 	}
 	return fmt.Errorf("worker %d: expected READY, got %v", w.ID, f.Kind)
 }

@@ -253,8 +253,7 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 		if errors.As(err, &boot) {
 			log.Criticalf("%s", strings.TrimRight(boot.Text, "\n"))
 			msg := "the app failed to load (traceback above)"
-			// The worker's BOOT_ERROR text says which it was (taipan_worker.py).
-			if strings.HasPrefix(boot.Text, "Failed to run the post-fork hook") {
+			if boot.PostFork {
 				msg = "the --post-fork hook failed (traceback above)"
 			}
 			return &ExitError{Code: 3, Msg: msg}

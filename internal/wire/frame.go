@@ -118,6 +118,9 @@ const (
 	// FlagCancelTimeout marks a CANCEL sent because the request ran past
 	// the timeout: an ASGI worker cancels the request's task.
 	FlagCancelTimeout uint8 = 0x01
+	// FlagPostFork marks a BOOT_ERROR from the --post-fork hook, which ran
+	// after the app had loaded, rather than from loading the app.
+	FlagPostFork uint8 = 0x01
 )
 
 // Header is a decoded frame header.
