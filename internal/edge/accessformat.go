@@ -286,8 +286,14 @@ func appendAtom(dst []byte, s string) []byte {
 }
 
 // appendEscaped appends s with '"' escaped as \", as gunicorn's SafeAtoms
-// does, so a User-Agent cannot end its quoted field early.
+// does, so a User-Agent cannot end its quoted field early. Bytes that are
+// not UTF-8 (header values may carry any octet from 0x80 up) become
+// U+FFFD, as in the JSON format, so the log stays UTF-8 for whatever
+// reads it; UTF-8 passes through as it came.
 func appendEscaped(dst []byte, s string) []byte {
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
 	for {
 		i := strings.IndexByte(s, '"')
 		if i < 0 {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // sampleRecord is a request with every field set.
@@ -104,6 +105,31 @@ func TestAccessFormatEmptyValues(t *testing.T) {
 	f := mustFormat(t, "%(h)s %(u)s %(m)s %(U)s [%(q)s] %(H)s %(B)s %(b)s %(f)s %(a)s %(w)s %(wp)s %(L)s %({Host}i)s", nil)
 	if got, want := string(f(nil, r)), "- - - - [] - 0 - - - - - 0.000000 -\n"; got != want {
 		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+// TestAccessFormatNotUTF8: header bytes that are not UTF-8 (obs-text)
+// reach the text log as U+FFFD, so every line is UTF-8, in the default
+// format and in one with any atom; UTF-8 passes through unchanged.
+func TestAccessFormatNotUTF8(t *testing.T) {
+	r := sampleRecord()
+	r.UserAgent = "latin\xe9 \"q\""
+	r.Referer = "caf\u00e9"
+	r.Header = append(r.Header, HeaderField{Name: "X-Raw", Value: "a\xff\xfeb"})
+	custom := mustFormat(t, `"%(a)s" %({X-Raw}i)s %(f)s`, nil)
+	for name, line := range map[string]string{
+		"default": string(r.AppendGunicorn(nil)),
+		"custom":  string(custom(nil, r)),
+	} {
+		if !utf8.ValidString(line) {
+			t.Errorf("%s: line is not UTF-8: %q", name, line)
+		}
+		if !strings.Contains(line, "caf\u00e9") {
+			t.Errorf("%s: UTF-8 Referer not kept: %q", name, line)
+		}
+	}
+	if got, want := string(custom(nil, r)), "\"latin\ufffd \\\"q\\\"\" a\ufffdb caf\u00e9\n"; got != want {
+		t.Errorf("custom format: got %q, want %q", got, want)
 	}
 }
 

@@ -26,7 +26,7 @@ const (
 // history, and percentiles over a time range are Prometheus's job).
 type window struct {
 	mu    sync.Mutex
-	slots [WindowSeconds + 1]windowSlot // one spare, being reused while the others are read
+	slots [WindowSeconds + 1]windowSlot // the current second, the whole ones before it, and the one partly inside
 }
 
 // windowSlot is one second of requests.
@@ -54,33 +54,47 @@ func (w *window) observe(end time.Time, d time.Duration) {
 
 // summary reports the window as of now; since is when counting began, so
 // that the rate over a window not yet full is not understated.
+//
+// The window is the last WindowSeconds seconds exactly: the current second
+// so far, the WindowSeconds-1 whole seconds before it, and of the second
+// before those the part still inside, its count weighted by that part (as
+// if its requests were spread evenly over it). So the rate times
+// WindowSeconds never exceeds what was answered. Percentiles count that
+// oldest second whole.
 func (w *window) summary(now, since time.Time) Traffic {
 	nowSec := now.Unix()
-	var total uint64
+	oldest := nowSec - WindowSeconds
+	inside := 1 - float64(now.Nanosecond())/1e9 // of the oldest second
+	var whole, partial uint64
 	var buckets [windowBuckets]uint64
 	w.mu.Lock()
 	for i := range w.slots {
 		s := &w.slots[i]
-		if s.sec > nowSec-WindowSeconds && s.sec <= nowSec {
-			total += s.count
-			for b, n := range s.buckets {
-				buckets[b] += uint64(n)
-			}
+		if s.sec < oldest || s.sec > nowSec {
+			continue
+		}
+		if s.sec == oldest {
+			partial = s.count
+		} else {
+			whole += s.count
+		}
+		for b, n := range s.buckets {
+			buckets[b] += uint64(n)
 		}
 	}
 	w.mu.Unlock()
 
-	// The window is the current second so far and the WindowSeconds-1
-	// whole seconds before it.
-	span := time.Duration(WindowSeconds-1)*time.Second + time.Duration(now.Nanosecond())
+	span := time.Duration(WindowSeconds) * time.Second
 	if up := now.Sub(since); up < span {
 		span = max(up, time.Second)
 	}
-	t := Traffic{Window: WindowSeconds * time.Second, Requests: total}
-	if total == 0 {
+	count := float64(whole) + float64(partial)*inside
+	t := Traffic{Window: WindowSeconds * time.Second, Requests: uint64(math.Round(count))}
+	if whole+partial == 0 {
 		return t
 	}
-	t.Rate = float64(total) / span.Seconds()
+	t.Rate = count / span.Seconds()
+	total := whole + partial
 	t.P50 = percentile(&buckets, total, 0.50)
 	t.P90 = percentile(&buckets, total, 0.90)
 	t.P99 = percentile(&buckets, total, 0.99)

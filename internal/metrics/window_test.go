@@ -33,11 +33,12 @@ func TestWindowRateAndExpiry(t *testing.T) {
 	}
 	now := start.Add(19*time.Second + 500*time.Millisecond)
 	tr := w.summary(now, start)
-	// The window holds seconds 10..19: 50 requests over 9.5 s.
-	if tr.Requests != 50 {
-		t.Errorf("%d requests in the window, want 50", tr.Requests)
+	// The window is the 10 s from 9.5 to 19.5: seconds 10..19 whole (50
+	// requests) and half of second 9 (counted as 2.5).
+	if tr.Requests != 53 {
+		t.Errorf("%d requests in the window, want 53 (52.5)", tr.Requests)
 	}
-	if want := 50 / 9.5; tr.Rate < want*0.99 || tr.Rate > want*1.01 {
+	if want := 52.5 / 10; tr.Rate < want*0.99 || tr.Rate > want*1.01 {
 		t.Errorf("rate %v, want %v", tr.Rate, want)
 	}
 	if tr.P50 < 4500*time.Microsecond || tr.P99 > 5500*time.Microsecond {
@@ -64,6 +65,31 @@ func TestWindowRateAndExpiry(t *testing.T) {
 	tr = w.summary(start.Add(time.Minute), start)
 	if tr.Requests != 1 || tr.P50 < 900*time.Millisecond || tr.P50 > 1100*time.Millisecond {
 		t.Errorf("after reuse: %+v", tr)
+	}
+}
+
+// TestWindowNeverOvercounts: after a burst, the rate over the window times
+// its length never exceeds the requests answered, at any moment of the
+// two seconds in which the burst leaves the window, and the burst is gone
+// a window after it.
+func TestWindowNeverOvercounts(t *testing.T) {
+	w := newWindow()
+	start := time.Unix(3_000_000, 0)
+	for i := range 500 {
+		w.observe(start.Add(500*time.Millisecond+time.Duration(i)*time.Millisecond), time.Millisecond)
+	}
+	for ms := 9000; ms <= 11100; ms += 50 {
+		now := start.Add(time.Duration(ms) * time.Millisecond)
+		tr := w.summary(now, start.Add(-time.Hour)) // a server up long before the burst
+		if implied := tr.Rate * WindowSeconds; implied > 500*1.0001 {
+			t.Errorf("at %v: %.2f req/s over %d s implies %.0f requests, only 500 were answered", now.Sub(start), tr.Rate, WindowSeconds, implied)
+		}
+		if tr.Requests > 500 {
+			t.Errorf("at %v: %d requests in the window, only 500 were answered", now.Sub(start), tr.Requests)
+		}
+	}
+	if tr := w.summary(start.Add(11*time.Second), start.Add(-time.Hour)); tr.Requests != 0 || tr.Rate != 0 {
+		t.Errorf("a window after the burst: %+v", tr)
 	}
 }
 
