@@ -842,13 +842,45 @@ func splitHostPort(b string) (host, port string, err error) {
 
 func flagError(err error) string {
 	msg := err.Error()
-	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
-		return fmt.Sprintf("unknown flag %s (see taipan --help)", name)
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		return fmt.Sprintf("unknown flag %s (see taipan --help)", dashed(name))
 	}
-	if name, ok := strings.CutPrefix(msg, "flag needs an argument: "); ok {
-		return fmt.Sprintf("flag %s needs a value", name)
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok {
+		return fmt.Sprintf("flag %s needs a value", dashed(name))
+	}
+	// The flag package's "invalid value "V" for flag -NAME: REASON" (and
+	// "invalid boolean value "V" for -NAME: REASON"), said the way every
+	// other bad value is: "--NAME: invalid value "V": REASON".
+	for _, prefix := range []string{"invalid value ", "invalid boolean value "} {
+		rest, ok := strings.CutPrefix(msg, prefix)
+		if !ok {
+			continue
+		}
+		value, rest, ok := strings.Cut(rest, " for ")
+		if !ok {
+			break
+		}
+		rest = strings.TrimPrefix(strings.TrimPrefix(rest, "flag "), "-")
+		name, reason, _ := strings.Cut(rest, ": ")
+		switch {
+		case reason == "parse error" && prefix == "invalid boolean value ":
+			reason = "want true or false"
+		case reason == "parse error":
+			reason = "not a number"
+		case reason == "value out of range":
+			reason = "out of range"
+		}
+		return fmt.Sprintf("%s: invalid value %s: %s", dashed(name), value, reason)
 	}
 	return msg
+}
+
+// dashed spells a flag name as taipan --help does: -w, --workers.
+func dashed(name string) string {
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
 }
 
 // listFlag collects a repeatable flag.

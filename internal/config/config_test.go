@@ -82,6 +82,27 @@ func TestHelpAndVersion(t *testing.T) {
 	}
 }
 
+// TestFlagErrorWording: a value the flag package refuses is reported as
+// every other bad value is, with the flag spelt as --help spells it.
+func TestFlagErrorWording(t *testing.T) {
+	py := fakePython(t)
+	for args, want := range map[string]string{
+		"-w many":          `-w: invalid value "many": not a number`,
+		"--workers many":   `--workers: invalid value "many": not a number`,
+		"--log-format xml": `--log-format: invalid value "xml": unknown log format "xml" (want text or json)`,
+		"--reload=maybe":   `--reload: invalid value "maybe": want true or false`,
+		"--backlog 1e99":   `--backlog: invalid value "1e99": not a number`,
+		"--nope":           `unknown flag --nope (see taipan --help)`,
+		"-q":               `unknown flag -q (see taipan --help)`,
+		"--bind":           `flag --bind needs a value`,
+	} {
+		_, _, err := Parse(append([]string{"--python", py}, strings.Fields(args)...), noenv)
+		if err == nil || err.Error() != want {
+			t.Errorf("%s: error %v, want %q", args, err, want)
+		}
+	}
+}
+
 func TestBadInput(t *testing.T) {
 	py := fakePython(t)
 	cases := map[string][]string{
@@ -167,7 +188,7 @@ func TestOutOfRange(t *testing.T) {
 		"jitter":           {[]string{"--max-requests", "5", "--max-requests-jitter", "9223372036854775807"}, []string{"--max-requests-jitter must be at most 1000000000"}},
 		"max requests":     {[]string{"--max-requests", "9223372036854775807"}, []string{"--max-requests must be at most 1000000000"}},
 		"max rss wraps":    {[]string{"--max-rss", "17592186044417"}, []string{"--max-rss must be at most 1073741824 MB"}},
-		"seconds nan":      {[]string{"-t", "nan"}, []string{"flag -t", "from 0 to 1000000000", `"nan"`}},
+		"seconds nan":      {[]string{"-t", "nan"}, []string{"-t: invalid value", "from 0 to 1000000000", `"nan"`}},
 		"seconds inf":      {[]string{"--graceful-timeout", "inf"}, []string{"-graceful-timeout", `"inf"`}},
 		"seconds -inf":     {[]string{"--keep-alive", "-Inf"}, []string{"-keep-alive", `"-Inf"`}},
 		"seconds 1e300":    {[]string{"--graceful-timeout", "1e300"}, []string{"-graceful-timeout", `"1e300"`}},
