@@ -106,8 +106,10 @@ func TestNewClient(t *testing.T) {
 			t.Errorf("NewClient(%q) = %v, %v; want %s", addr, c, err, want)
 		}
 	}
-	if _, err := NewClient("9100"); err == nil {
-		t.Error("NewClient(9100): no error")
+	for _, bad := range []string{"9100", "127.0.0.1:99999", "127.0.0.1:0", "h:http", "h:-1"} {
+		if _, err := NewClient(bad); err == nil {
+			t.Errorf("NewClient(%q): no error", bad)
+		}
 	}
 }
 
@@ -170,6 +172,9 @@ func TestMain(t *testing.T) {
 	}
 	if code, _, _ := run("a:1", "b:2"); code != 2 {
 		t.Errorf("two addresses: exit %d, want 2", code)
+	}
+	if code, _, errOut := run("127.0.0.1:99999"); code != 2 || !strings.Contains(errOut, "from 1 to 65535") {
+		t.Errorf("port out of range: exit %d %q, want 2 and the range", code, errOut)
 	}
 }
 
