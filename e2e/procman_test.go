@@ -952,6 +952,47 @@ func TestProcmanScale(t *testing.T) {
 	}
 }
 
+// TestProcmanScaleDuringReload: TTIN or TTOU while a reload's new workers
+// boot changes the number of workers the reload ends with.
+func TestProcmanScaleDuringReload(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		sig  syscall.Signal
+		want int
+	}{{"TTIN", syscall.SIGTTIN, 3}, {"TTOU", syscall.SIGTTOU, 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			delay := filepath.Join(dir, "boot_delay")
+			os.WriteFile(delay, []byte("0"), 0o644)
+			writeApp(t, dir, "slowboot.py", fmt.Sprintf("import time\ntime.sleep(float(open(%q).read()))\n", delay)+versionedApp("v1"))
+			s := startProcess(t, "-w", "2", "--pythonpath", dir, "-e", "PYTHONDONTWRITEBYTECODE=1", "slowboot:app")
+			if err := s.waitReady(30 * time.Second); err != nil {
+				t.Fatalf("not ready: %v\n%s", err, s.Stderr())
+			}
+			os.WriteFile(delay, []byte("2"), 0o644) // the reload's workers take 2 s to import the app
+			s.Signal(syscall.SIGHUP)
+			if !s.WaitLog("Reloading: starting 2 new workers", 5*time.Second) {
+				t.Fatalf("no reload:\n%s", s.Stderr())
+			}
+			time.Sleep(500 * time.Millisecond)
+			s.Signal(tc.sig)
+			if !s.WaitLog("Reloaded:", 15*time.Second) {
+				t.Fatalf("the reload did not finish:\n%s", s.Stderr())
+			}
+			if !pollUntil(15*time.Second, func() bool { return len(liveWorkers(s)) == tc.want }) {
+				t.Fatalf("after %s during a reload: workers %v, want %d\n%s", tc.name, liveWorkers(s), tc.want, s.Stderr())
+			}
+			time.Sleep(time.Second)
+			if n := len(liveWorkers(s)); n != tc.want {
+				t.Fatalf("a second later: %d workers, want %d\n%s", n, tc.want, s.Stderr())
+			}
+			procPid(t, s)
+		})
+	}
+}
+
 // concurrentPids sends n slow requests at once and returns the pids that
 // served them.
 func concurrentPids(t testing.TB, s *Server, n int) map[int]bool {

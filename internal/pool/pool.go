@@ -678,6 +678,11 @@ func (p *Pool) Reload() error {
 	}
 	p.gen++
 	gen := p.gen
+	// A scaling signal while the new generation booted changed the size
+	// for the old one: a worker added then was of the old generation and
+	// is dropped, one removed was an old one. The new generation makes up
+	// the difference; later signals scale it directly.
+	size := p.size
 	var old []*Worker
 	for _, w := range p.workers {
 		old = append(old, w)
@@ -690,6 +695,15 @@ func (p *Pool) Reload() error {
 		p.retire(w, StopReload)
 	}
 	p.log.Infof("Reloaded: %d new worker%s serving; %d old one%s finishing", n, plural(n), len(old), plural(len(old)))
+	if size != n {
+		p.log.Infof("Scaling to %d worker%s, as asked during the reload", size, plural(size))
+	}
+	for range size - n {
+		go p.replace(gen)
+	}
+	for _, w := range workers[:max(n-size, 0)] {
+		p.retire(w, StopScaleDown)
+	}
 	p.reloaded(nil)
 	return nil
 }
