@@ -993,6 +993,42 @@ func TestProcmanScaleDuringReload(t *testing.T) {
 	}
 }
 
+// TestProcmanQueueShared: requests that queue while every worker is busy
+// are shared among the workers, not all sent to the first one free, where
+// they would wait behind each other while the other worker idles.
+func TestProcmanQueueShared(t *testing.T) {
+	t.Parallel()
+	s := startProcApp(t, "-w", "2")
+	const n = 20
+	counts := make(chan int, n)
+	for range n {
+		go func() {
+			resp, err := timeoutClient(testTimeout).Get(s.URL + "/sleep?ms=200")
+			if err != nil {
+				t.Error(err)
+				counts <- 0
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			p, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+			counts <- p
+		}()
+	}
+	served := map[int]int{}
+	for range n {
+		served[<-counts]++
+	}
+	if len(served) != 2 {
+		t.Fatalf("%d requests served by %v, want both workers", n, served)
+	}
+	for pid, c := range served {
+		if c < n/4 {
+			t.Errorf("worker %d served %d of %d requests (%v): the queue was not shared", pid, c, n, served)
+		}
+	}
+}
+
 // concurrentPids sends n slow requests at once and returns the pids that
 // served them.
 func concurrentPids(t testing.TB, s *Server, n int) map[int]bool {
