@@ -1004,7 +1004,8 @@ Server:
                              (default 5)
       --heartbeat-timeout S  replace a worker that has not answered a ping for S
                              seconds (default 30)
-      --max-requests N       recycle a worker after N requests (default 0 = never)
+      --max-requests N       recycle a worker after N requests; it serves on
+                             until its replacement is ready (default 0 = never)
       --max-requests-jitter N  add a random 0..N to --max-requests per worker
       --max-rss MB           recycle a worker whose resident memory passes MB
                              between requests; kill one that a request holds
