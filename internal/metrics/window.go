@@ -88,13 +88,13 @@ func (w *window) summary(now, since time.Time) Traffic {
 	if up := now.Sub(since); up < span {
 		span = max(up, time.Second)
 	}
+	total := whole + partial
 	count := float64(whole) + float64(partial)*inside
 	t := Traffic{Window: WindowSeconds * time.Second, Requests: uint64(math.Round(count))}
-	if whole+partial == 0 {
+	if total == 0 {
 		return t
 	}
 	t.Rate = count / span.Seconds()
-	total := whole + partial
 	t.P50 = percentile(&buckets, total, 0.50)
 	t.P90 = percentile(&buckets, total, 0.90)
 	t.P99 = percentile(&buckets, total, 0.99)

@@ -75,7 +75,7 @@ type Config struct {
 // worker is busy; a worker that becomes idle takes its share of what is
 // queued (up to MaxBatch) in one write, so under load it wakes once per
 // batch, not once per request, and the other workers, free a moment
-// later, find their share still queued (see share).
+// later, find their share still queued (see shareLocked).
 //
 // Workers belong to a generation. Reload starts a whole new generation and,
 // once it is ready, sends new requests to it while the old one finishes what
@@ -539,8 +539,9 @@ func (p *Pool) dispatchQueued() {
 // up. The requests of a batch run one after another, and a worker free a
 // moment later cannot take what another was sent: were everything to go
 // to the first worker free, of 20 requests of 200 ms queued for two
-// workers one would run 19, in 3.8 s instead of 2. Under a steady load the queue refills between
-// batches, so batches stay large where they matter (many fast requests).
+// workers one would run 19, in 3.8 s instead of 2. Under a steady load
+// the queue refills between batches, so batches stay large where they
+// matter (many fast requests).
 func (p *Pool) shareLocked(w *Worker) int {
 	n := min(len(p.queue), p.room(w))
 	if w.slots <= 1 && p.size > 1 {
