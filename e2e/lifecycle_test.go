@@ -264,28 +264,63 @@ func TestShutdownDrainsQueue(t *testing.T) {
 }
 
 // TestShutdownGracefulTimeout: --graceful-timeout bounds the drain; a request
-// that would outlive it does not keep taipan running.
+// that would outlive it does not keep taipan running. Its client gets a 503
+// (taipan stops the worker before it closes the connection) and the log
+// names the request that was cut short. A second SIGTERM ends the drain at
+// once, with the same answer.
 func TestShutdownGracefulTimeout(t *testing.T) {
-	t.Parallel()
-	s := startTestApp(t, "-w", "1", "--graceful-timeout", "1")
-	go func() {
-		resp, err := timeoutClient(testTimeout).Get(s.URL + "/sleep?ms=8000")
-		if err == nil {
-			resp.Body.Close()
-		}
-	}()
-	time.Sleep(300 * time.Millisecond)
-	start := time.Now()
-	s.Signal(syscall.SIGTERM)
-	code := s.Wait(6 * time.Second)
-	if code == -1 {
-		t.Fatalf("taipan still running 6s after SIGTERM with --graceful-timeout 1\n%s", s.Stderr())
-	}
-	if d := time.Since(start); d < 900*time.Millisecond {
-		t.Errorf("exited after %v, before the graceful timeout", d)
-	}
-	if !strings.Contains(s.Stderr(), "Graceful timeout") {
-		t.Errorf("no graceful-timeout line in the log:\n%s", s.Stderr())
+	for _, tc := range []struct {
+		name   string
+		second bool // a second SIGTERM, instead of waiting out the timeout
+	}{{"timeout", false}, {"second signal", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := startTestApp(t, "-w", "1", "--graceful-timeout", "1")
+			status := make(chan string, 1)
+			go func() {
+				resp, err := timeoutClient(testTimeout).Get(s.URL + "/sleep?ms=8000")
+				if err != nil {
+					status <- err.Error()
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				status <- resp.Status
+			}()
+			time.Sleep(300 * time.Millisecond)
+			start := time.Now()
+			s.Signal(syscall.SIGTERM)
+			if tc.second {
+				time.Sleep(100 * time.Millisecond)
+				s.Signal(syscall.SIGTERM)
+			}
+			code := s.Wait(6 * time.Second)
+			if code == -1 {
+				t.Fatalf("taipan still running 6s after SIGTERM with --graceful-timeout 1\n%s", s.Stderr())
+			}
+			if got := <-status; got != "503 Service Unavailable" {
+				t.Errorf("the request cut short got %q, want 503 Service Unavailable", got)
+			}
+			log := s.Stderr()
+			if !strings.Contains(log, "GET /sleep?ms=8000: cut short: taipan stopped before the request finished") {
+				t.Errorf("the log does not name the request cut short:\n%s", log)
+			}
+			if strings.Contains(log, "worker died") {
+				t.Errorf("a worker stopped by taipan is logged as a death:\n%s", log)
+			}
+			if tc.second {
+				if strings.Contains(log, "Graceful timeout") {
+					t.Errorf("a second signal is logged as the graceful timeout:\n%s", log)
+				}
+				return
+			}
+			if d := time.Since(start); d < 900*time.Millisecond {
+				t.Errorf("exited after %v, before the graceful timeout", d)
+			}
+			if !strings.Contains(log, "Graceful timeout reached") {
+				t.Errorf("no graceful-timeout line in the log:\n%s", log)
+			}
+		})
 	}
 }
 

@@ -191,6 +191,16 @@ var errResponseRefused = errors.New("bridge: response refused mid-stream")
 // (or errResponseRefused).
 func (b *Bridge) forward(w edge.ResponseWriter, r *edge.Request, s *scratch, ev *pool.Event) (done bool, err error) {
 	if ev.Err != nil {
+		if errors.Is(ev.Err, pool.ErrShutdown) {
+			// Not the app's fault, and not a crash: taipan is stopping.
+			// A client with no response yet is told to come back.
+			b.log.Warnf("%s %s: cut short: %v", r.Method, r.Target, ev.Err)
+			if !w.HeadWritten() {
+				return true, w.WriteHead(unavailable, []byte("Service Unavailable\n"), true)
+			}
+			w.Abort()
+			return true, nil
+		}
 		if !w.HeadWritten() {
 			if errors.Is(ev.Err, pool.ErrClosed) {
 				return true, w.WriteHead(unavailable, []byte("Service Unavailable\n"), true)

@@ -986,10 +986,11 @@ Server:
                              WSGI), wsgi or asgi
       --loop L               ASGI event loop: auto (uvloop when importable),
                              asyncio or uvloop
-      --graceful-timeout S   on SIGTERM/SIGINT, seconds to finish in-flight and
-                             queued requests before stopping; also how long
-                             a stopped or restarted worker has to exit (an
-                             ASGI lifespan shutdown) before it is killed
+      --graceful-timeout S   on SIGTERM, seconds to finish in-flight and
+                             queued requests before stopping (SIGINT and
+                             SIGQUIT stop at once); also how long a stopped
+                             or restarted worker has to exit (an ASGI
+                             lifespan shutdown) before it is killed
                              (default 30)
       --drain-delay S        on SIGTERM, seconds to keep serving while /readyz
                              already answers 503, before the graceful shutdown

@@ -24,8 +24,13 @@ var ErrTimeout = errors.New("request timed out")
 // resident memory stayed above --max-rss while it ran a request.
 var ErrMemoryLimit = errors.New("worker killed: its resident memory passed --max-rss while it ran the request")
 
-// ErrClosed is returned by Submit once the pool is shutting down.
+// ErrClosed is returned by Submit once the pool is shutting down, and ends
+// a job that was still waiting for a worker when the pool closed.
 var ErrClosed = errors.New("pool is closed")
+
+// ErrShutdown ends a job whose worker was stopped by Close when the time
+// for finishing requests (the graceful timeout) was over.
+var ErrShutdown = errors.New("taipan stopped before the request finished")
 
 // Event is one step of a job's response, delivered in order.
 type Event struct {

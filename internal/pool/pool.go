@@ -317,11 +317,18 @@ func (p *Pool) supervise(w *Worker) {
 	closed := p.closed
 	expected := w.retiring || w.gen != p.gen
 	replace := !closed && !expected && !w.renewing
-	if len(unstarted) > 0 {
+	if len(unstarted) > 0 && !closed {
 		p.queue = append(unstarted, p.queue...)
 	}
 	p.mu.Unlock()
-	if len(unstarted) > 0 {
+	switch {
+	case len(unstarted) == 0:
+	case closed:
+		// No worker will take them now: they fail as the queue did.
+		for _, j := range unstarted {
+			j.deliver(Event{Err: ErrClosed})
+		}
+	default:
 		p.dispatchQueued()
 	}
 	if h := p.cfg.Hooks.WorkerStopped; h != nil {
@@ -1019,6 +1026,13 @@ func (p *Pool) Close(ctx context.Context) error {
 	grace := p.cfg.StopTimeout
 	if ctx.Err() != nil {
 		grace = 0 // stop now: a second signal, or the graceful timeout is over
+		for _, w := range workers {
+			w.mu.Lock()
+			if w.killErr == nil {
+				w.killErr = ErrShutdown // for the requests it is running
+			}
+			w.mu.Unlock()
+		}
 	} else if d, ok := ctx.Deadline(); ok {
 		grace = min(grace, max(time.Until(d), 0))
 	}

@@ -1,6 +1,8 @@
 package pool
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -293,6 +295,47 @@ func TestCloseStopsWorkers(t *testing.T) {
 	}
 	if err := p.Submit(job("/x", "", "")); err != ErrClosed {
 		t.Fatalf("Submit after Close = %v", err)
+	}
+}
+
+// TestCloseAfterDeadline: Close with its time over stops a worker in the
+// middle of a batch. The request it was running ends with ErrShutdown (the
+// edge answers 503 and logs it as cut short, not as a crash); those of the
+// batch it had not started end with ErrClosed, as queued ones do, rather
+// than waiting in a queue that no worker will take again.
+func TestCloseAfterDeadline(t *testing.T) {
+	p, _ := newPool(t, 1, testApp)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	first := job("/sleep", "0.3", "")
+	p.Submit(first)
+	// Queued behind the first, these reach the worker as one batch.
+	long := job("/sleep", "10", "")
+	p.Submit(long)
+	rest := []*Job{job("/q", "", ""), job("/q", "", "")}
+	for _, j := range rest {
+		p.Submit(j)
+	}
+	if _, err := collect(t, first); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the batch to be sent", func() bool { return p.Stats().Queued == 0 })
+	time.Sleep(200 * time.Millisecond) // the worker is in the long request
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	start := time.Now()
+	p.Close(ctx)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Close after its deadline took %v", d)
+	}
+	if _, err := collect(t, long); !errors.Is(err, ErrShutdown) {
+		t.Errorf("the running request ended with %v, want ErrShutdown", err)
+	}
+	for i, j := range rest {
+		if _, err := collect(t, j); !errors.Is(err, ErrClosed) {
+			t.Errorf("unstarted request %d ended with %v, want ErrClosed", i, err)
+		}
 	}
 }
 

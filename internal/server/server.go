@@ -363,13 +363,45 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 			}
 		}
 	}()
-	if err := fr.shutdown(ctx); err != nil {
-		log.Warnf("Graceful timeout reached; closing the remaining connections")
-	}
+	// When the graceful timeout ends (or a second signal comes) with
+	// requests still running, their workers are stopped before the
+	// connections close: each of those requests then ends with a 503 its
+	// client still gets, and a log line, rather than a bare disconnect.
+	edgeCtx, closeConns := context.WithCancel(context.Background())
+	defer closeConns()
+	cutShort := make(chan struct{})
+	go func() {
+		defer close(cutShort)
+		select {
+		case <-ctx.Done():
+		case <-edgeCtx.Done():
+			return // the edge drained in time
+		}
+		if edgeCtx.Err() != nil {
+			return // both at once: the edge drained
+		}
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) { // not a second signal, which has been logged
+			log.Warnf("Graceful timeout reached; stopping the workers and closing the remaining connections")
+		}
+		p.Close(ctx)
+		select {
+		case <-time.After(cutShortWrite):
+		case <-edgeCtx.Done():
+		}
+		closeConns()
+	}()
+	fr.shutdown(edgeCtx)
+	closeConns()
+	<-cutShort
 	p.Close(ctx)
 	log.Infof("Shutting down: Master")
 	return nil
 }
+
+// cutShortWrite is how long the edge has, once the graceful timeout has
+// stopped the workers, to write the 503s of the requests they were running
+// before every connection left is closed.
+const cutShortWrite = time.Second
 
 // awaitBoot runs start, which boots the workers, and waits for it. A stop
 // signal (TERM, INT, QUIT) meanwhile ends the wait at once, stopped, as it
