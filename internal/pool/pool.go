@@ -1069,10 +1069,16 @@ func (p *Pool) OwnsPid(pid int) bool {
 	return false
 }
 
-// Kill ends every worker at once (fast shutdown).
+// Kill ends every worker at once (fast shutdown). The requests they were
+// running end with ErrShutdown.
 func (p *Pool) Kill() {
 	p.mu.Lock()
 	for _, w := range p.workers {
+		w.mu.Lock()
+		if w.killErr == nil {
+			w.killErr = ErrShutdown
+		}
+		w.mu.Unlock()
 		w.kill()
 	}
 	p.mu.Unlock()
