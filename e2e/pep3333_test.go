@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -303,20 +304,41 @@ func TestPEP3333WholeFirstChunk(t *testing.T) {
 }
 
 // TestPEP3333BodyBeforeClose: a response whose first chunk is its whole
-// body (Flask, Django), or a chunked one whose iterable is exhausted,
-// reaches the client complete before the app's close() runs (PEP 3333: no
-// block is delayed), as under gunicorn; but the worker counts
-// as busy until close() returns, so the next request goes to another
-// worker rather than waiting behind it, and with one worker it runs after.
+// body (Flask, Django), a chunked one whose iterable is exhausted, or an
+// empty one (a redirect), reaches the client complete before the app's
+// close() runs (PEP 3333: no block is delayed), as under gunicorn, with
+// every worker class; but the request holds its worker (or thread) until
+// close() returns, so the next request goes to another worker or thread
+// rather than waiting behind it, and with one worker of one thread it runs
+// after.
 func TestPEP3333BodyBeforeClose(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct{ workers, query string }{{"1", ""}, {"2", ""}, {"1", "&chunked"}, {"2", "&chunked"}} {
-		workers := tc.workers
-		t.Run("-w "+workers+tc.query, func(t *testing.T) {
+	for _, tc := range []struct {
+		args  []string
+		query string
+		alone bool // one request at a time: /closed-at runs after close()
+	}{
+		{[]string{"-w", "1"}, "", true},
+		{[]string{"-w", "2"}, "", false},
+		{[]string{"-w", "1"}, "&chunked", true},
+		{[]string{"-w", "2"}, "&chunked", false},
+		{[]string{"-w", "1"}, "&empty", true},
+		{[]string{"-w", "1", "--threads", "2"}, "", false},
+		{[]string{"-w", "1", "--threads", "2"}, "&chunked", false},
+		{[]string{"-w", "1", "--threads", "2"}, "&empty", false},
+		{[]string{"-w", "1", "-k", "gevent"}, "&chunked", false},
+		{[]string{"-w", "1", "-k", "gevent"}, "&empty", false},
+	} {
+		t.Run(strings.Join(tc.args, " ")+tc.query, func(t *testing.T) {
 			t.Parallel()
-			s := Start(t, "--pythonpath", appsDir(t), "-w", workers, "pep3333app:app")
+			if slices.Contains(tc.args, "gevent") {
+				requirePython(t, "gevent", "python3-gevent")
+			}
+			s := Start(t, append([]string{"--pythonpath", appsDir(t)}, append(tc.args, "pep3333app:app")...)...)
+			client := timeoutClient(testTimeout)
+			client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 			start := time.Now()
-			resp, err := timeoutClient(testTimeout).Get(s.URL + "/slow-close?seconds=2" + tc.query)
+			resp, err := client.Get(s.URL + "/slow-close?seconds=2" + tc.query)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -325,8 +347,12 @@ func TestPEP3333BodyBeforeClose(t *testing.T) {
 			if took := time.Since(start); took > time.Second {
 				t.Errorf("the complete response took %v: it waited for close()'s 2 s", took)
 			}
-			if err != nil || resp.StatusCode != 200 || string(body) != "whole body" {
-				t.Fatalf("/slow-close: %d %q %v", resp.StatusCode, body, err)
+			wantCode, wantBody := 200, "whole body"
+			if tc.query == "&empty" {
+				wantCode, wantBody = 302, ""
+			}
+			if err != nil || resp.StatusCode != wantCode || string(body) != wantBody {
+				t.Fatalf("/slow-close: %d %q %v, want %d %q", resp.StatusCode, body, err, wantCode, wantBody)
 			}
 			start = time.Now()
 			code, at := httpGet(t, s, "/closed-at")
@@ -335,11 +361,11 @@ func TestPEP3333BodyBeforeClose(t *testing.T) {
 			if code != 200 || err != nil {
 				t.Fatalf("/closed-at: %d %q", code, at)
 			}
-			if workers == "1" && closedAt == 0 {
+			if tc.alone && closedAt == 0 {
 				t.Errorf("/closed-at ran on the only worker before the close() of /slow-close returned")
 			}
-			if workers == "2" && (closedAt != 0 || took > time.Second) {
-				t.Errorf("/closed-at took %v on the worker still in close() (closed at %q), want the idle one", took, at)
+			if !tc.alone && (closedAt != 0 || took > time.Second) {
+				t.Errorf("/closed-at took %v behind the request still in close() (closed at %q), want another worker or thread", took, at)
 			}
 		})
 	}

@@ -236,7 +236,8 @@ class Worker:
     """Reads request frames from Go, runs the app, writes response frames."""
 
     # Requests run one after another, so the first frame of one tells Go
-    # that the close() of the one before has returned (FLAG_CLOSING).
+    # that the close() of the one before has returned (FLAG_CLOSING), and
+    # the END after close() is needed only when no request follows.
     one_at_a_time = True
 
     def __init__(self, sock: socket.socket, app: WSGIApp) -> None:
@@ -369,10 +370,12 @@ class Worker:
                     self.log(LOG_ERROR, "Error closing the response of %s\n%s" % (request_line(environ), traceback.format_exc()), stream)
             wsgi_input.close()
         if response.complete:
-            # The END waits for close(): until the stream ends, Go counts
-            # the worker busy with this request, so a close() that hangs is
-            # blamed on it and not on the next one. Sent with FLAG_CLOSING,
-            # it is owed only if no request follows (serve).
+            # The client has its response (FLAG_CLOSING); the stream's END
+            # waits for close(): until the stream ends, Go counts the worker
+            # busy with this request, so a close() that hangs is blamed on it
+            # and not on the next one. A worker that runs one request at a
+            # time owes it only if no request follows (serve); a threaded
+            # one sends it now.
             if self.one_at_a_time:
                 self.closing = stream
             else:
@@ -401,34 +404,22 @@ class Worker:
                 continue  # after a complete body: bytes Go would not send
             if not response.sent and response.status is not None and declared_length(response.headers) == len(chunk):
                 # The first chunk is the whole body the headers announce
-                # (Flask, Django). It goes now: what the iterable does next,
-                # and close() (werkzeug's call_on_close, Django's
-                # request_finished), may take long, and PEP 3333 forbids
-                # delaying a block. The END follows close(); a worker that
-                # runs one request at a time marks the frame FLAG_CLOSING,
-                # so the END costs no write of its own in a batch.
-                if self.one_at_a_time:
-                    self.fill(block=False)
-                    if response.stream in self.cancelled:
-                        raise Cancelled()
-                    self.out.append(head_frame(response.stream, response.status, response.headers, chunk, True, True))
-                    self.flush()
-                    response.sent = True
-                else:
-                    self.stream_chunk(response, chunk)
-                response.complete = True
+                # (Flask, Django). It goes now, complete and marked
+                # FLAG_CLOSING: what the iterable does next, and close()
+                # (werkzeug's call_on_close, Django's request_finished), may
+                # take long, and PEP 3333 forbids delaying a block. The
+                # stream's END follows close() (handle).
+                self.fill(block=False)
+                if response.stream in self.cancelled:
+                    raise Cancelled()
+                self.out.append(head_frame(response.stream, response.status, response.headers, chunk, True, True))
+                self.flush()
+                response.sent = response.complete = True
                 continue
             self.stream_chunk(response, chunk)
         if response.status is None:
             raise AssertionError("the app returned without calling start_response()")
         if response.complete:
-            return
-        if not self.one_at_a_time:
-            # The END goes after close() (handle flushes it then).
-            if response.sent:
-                self.out.append(frame(BODY, response.stream, b"", FLAG_END))
-            else:
-                self.out.append(head_frame(response.stream, response.status, response.headers, b"", True))
             return
         # The iterable is exhausted: the client gets the end of its
         # response now, before close() runs (FLAG_CLOSING, as above).
@@ -704,7 +695,8 @@ class ThreadRunner(Worker):
     of Worker, with writes under the shared lock and reading left to the
     main thread (which records CANCELs in the shared set)."""
 
-    # Requests run side by side: each one's END must come on its own.
+    # Requests run side by side: each one's END after close() must come on
+    # its own.
     one_at_a_time = False
 
     def __init__(self, owner: ThreadedWorker) -> None:

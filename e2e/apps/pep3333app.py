@@ -11,7 +11,8 @@ CLOSED = {"at": 0.0}
 
 class SlowClose:
     """The whole body its Content-Length announces as the first chunk (or,
-    chunked, a body in two chunks and no Content-Length), then a close()
+    chunked, a body in two chunks and no Content-Length; or an empty body
+    and Content-Length: 0), then a close()
     that takes `seconds`: Flask's response with werkzeug's call_on_close
     work, or Django's request_finished handlers."""
 
@@ -20,7 +21,9 @@ class SlowClose:
         self.chunked = chunked
 
     def __iter__(self):
-        if self.chunked:
+        if self.chunked is None:
+            yield b""  # an empty body, as Django's redirects and 204s give
+        elif self.chunked:
             yield b"whole"
             yield b" body"
         else:
@@ -34,6 +37,9 @@ class SlowClose:
 def slow_close(environ, start_response):
     q = parse_qs(environ["QUERY_STRING"], keep_blank_values=True)
     CLOSED["at"] = 0.0
+    if "empty" in q:
+        start_response("302 Found", [("Location", "/closed-at"), ("Content-Length", "0")])
+        return SlowClose(float(q["seconds"][0]), None)
     if "chunked" in q:
         # No Content-Length: a chunked response, ended by its last chunk.
         start_response("200 OK", [("Content-Type", "text/plain")])

@@ -335,7 +335,7 @@ func (w *Worker) readLoop(p *Pool) error {
 			ev = Event{Err: ErrTimeout, frame: f}
 		}
 		end := ev.End()
-		if end && ev.Flags&wire.FlagClosing != 0 && (ev.Kind == wire.KindHead || ev.Kind == wire.KindBody) && !w.threaded() {
+		if end && ev.Flags&wire.FlagClosing != 0 && (ev.Kind == wire.KindHead || ev.Kind == wire.KindBody) {
 			// The response is complete and goes to the client now; the
 			// worker stays busy with the stream while close() runs.
 			w.markClosing(j)
@@ -358,10 +358,11 @@ func (w *Worker) timedOut(j *Job) bool {
 	return j.timedOut
 }
 
-// job finds the in-flight job of a stream. A frame of a later stream also
-// settles the first in-flight job if it was closing (wire.FlagClosing): the
-// worker runs one request at a time, so its close() has returned. settled
-// is that job, for the caller to finish.
+// job finds the in-flight job of a stream. For a worker that runs one
+// request at a time, a frame of a later stream also settles the first
+// in-flight job if it was closing (wire.FlagClosing): its close() has
+// returned. settled is that job, for the caller to finish. A threaded
+// worker's closing job waits for its own END.
 func (w *Worker) job(stream uint32) (j, settled *Job) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -371,7 +372,7 @@ func (w *Worker) job(stream uint32) (j, settled *Job) {
 			break
 		}
 	}
-	if j != nil && w.inflight[0] != j && w.inflight[0].closing {
+	if j != nil && !w.threaded() && w.inflight[0] != j && w.inflight[0].closing {
 		settled = w.inflight[0]
 	}
 	return j, settled
@@ -396,14 +397,15 @@ func (w *Worker) nudge(t time.Time) {
 }
 
 // markClosing records that j's response is complete while the app's
-// close() still runs. The job that comes next may start at any moment: its
-// clock starts now, and until j is settled it is the one counted running.
+// close() still runs. On a one-at-a-time worker the job that comes next may
+// start at any moment: its clock starts now, and until j is settled it is
+// the one counted running.
 func (w *Worker) markClosing(j *Job) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	now := time.Now()
 	j.closing, j.started = true, now
-	if len(w.inflight) > 1 && w.inflight[0] == j {
+	if !w.threaded() && len(w.inflight) > 1 && w.inflight[0] == j {
 		w.inflight[1].started, w.inflight[1].began = now, now
 	}
 }
