@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -251,21 +253,46 @@ func TestASGILoops(t *testing.T) {
 }
 
 // TestASGIDisconnectBeforeResponse: a client that leaves a long poll before
-// the app has sent anything is reported to the app as http.disconnect.
+// the app has sent anything is reported to the app as http.disconnect. It
+// is not answered (a client that only half-closed reads nothing, not a
+// 500 it would take for the app's), and the access log records nginx's 499
+// rather than a server error.
 func TestASGIDisconnectBeforeResponse(t *testing.T) {
 	t.Parallel()
-	s := startASGI(t, "raw_app", "-w", "1")
-	marker := filepath.Join(t.TempDir(), "disconnect")
-	c := dialRaw(t, s.Addr)
-	fmt.Fprintf(c, "GET /poll?%s HTTP/1.1\r\nHost: x\r\n\r\n", marker)
-	time.Sleep(300 * time.Millisecond) // the request is running, no answer yet
-	c.Close()
-	ok := pollUntil(5*time.Second, func() bool {
-		b, err := os.ReadFile(marker)
-		return err == nil && string(b) == "http.disconnect"
-	})
-	if !ok {
-		t.Fatalf("the app did not receive http.disconnect\n%s", s.Stderr())
+	for _, half := range []bool{false, true} {
+		name := "close"
+		if half {
+			name = "half-close"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			s := startASGI(t, "raw_app", "-w", "1", "--access-logfile", "-")
+			marker := filepath.Join(t.TempDir(), "disconnect")
+			c := dialRaw(t, s.Addr)
+			fmt.Fprintf(c, "GET /poll?%s HTTP/1.1\r\nHost: x\r\n\r\n", marker)
+			time.Sleep(300 * time.Millisecond) // the request is running, no answer yet
+			if half {
+				c.(*net.TCPConn).CloseWrite()
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				if got, err := io.ReadAll(c); len(got) > 0 || err != nil {
+					t.Errorf("a client that half-closed read %q (%v), want nothing", got, err)
+				}
+			}
+			c.Close()
+			ok := pollUntil(5*time.Second, func() bool {
+				b, err := os.ReadFile(marker)
+				return err == nil && string(b) == "http.disconnect"
+			})
+			if !ok {
+				t.Fatalf("the app did not receive http.disconnect\n%s", s.Stderr())
+			}
+			if !pollUntil(3*time.Second, func() bool { return strings.Contains(s.Stdout(), "\" 499 ") }) {
+				t.Errorf("the access log does not record 499:\n%s", s.Stdout())
+			}
+			if strings.Contains(s.Stdout(), "\" 500 ") {
+				t.Errorf("the client that left is logged as a 500:\n%s", s.Stdout())
+			}
+		})
 	}
 }
 

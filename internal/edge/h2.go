@@ -473,6 +473,9 @@ func (w *h2Response) Upgrade(*ResponseHead) (*Upgraded, error) { return nil, err
 // finish completes the stream after the Handler returned.
 func (w *h2Response) finish() {
 	if w.Aborted {
+		if !w.HeadSent && w.req.Context().Err() != nil {
+			w.Code = StatusClientClosed // for the access log, as over HTTP/1.1
+		}
 		panic(http.ErrAbortHandler) // http2 resets the stream
 	}
 	if !w.HeadSent {

@@ -59,6 +59,23 @@ func (w *response) ClientGone() <-chan struct{} {
 	return w.watch.gone
 }
 
+// StatusClientClosed is the status recorded for a request whose client left
+// before it was answered: nginx's 499. It is never sent.
+const StatusClientClosed = 499
+
+// clientLeft reports whether a ClientGone watch has seen the client go.
+func (w *response) clientLeft() bool {
+	if w.watch == nil {
+		return false
+	}
+	select {
+	case <-w.watch.gone:
+		return true
+	default:
+		return false
+	}
+}
+
 // stopWatch ends the background read, if any, before the connection reads again.
 func (w *response) stopWatch() {
 	if w.watch == nil {
@@ -406,11 +423,19 @@ func (w *response) SendFile(f *os.File, offset, n int64) error {
 }
 
 // finish completes the response after the Handler returned: a 500 when no
-// head was written, the terminating chunk, or a close when the body is
-// incomplete.
+// head was written (nothing, if the client left and the Handler gave up),
+// the terminating chunk, or a close when the body is incomplete.
 func (w *response) finish() {
+	left := w.clientLeft()
 	w.stopWatch()
-	if !w.HeadSent && w.Err == nil {
+	if !w.HeadSent && w.Err == nil && w.Aborted && left {
+		// The client went away before any answer and the Handler gave up
+		// for that reason. Nothing is written: it would reach nobody, or a
+		// client that only half-closed would take it for the app's. The
+		// access log and metrics record nginx's 499 (client closed
+		// request), not a server error.
+		w.Code = StatusClientClosed
+	} else if !w.HeadSent && w.Err == nil {
 		w.WriteHead(&ResponseHead{
 			Code:   500,
 			Status: "500 Internal Server Error",
