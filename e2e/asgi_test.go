@@ -296,6 +296,28 @@ func TestASGIDisconnectBeforeResponse(t *testing.T) {
 	}
 }
 
+// TestASGITwoReceivers: when the client leaves, every task waiting in
+// receive() hears http.disconnect, also after a receive() was cancelled
+// (Starlette's is_disconnected()); a second receive() used to take the
+// first one's wake-up, leaving a streaming response running for nobody.
+func TestASGITwoReceivers(t *testing.T) {
+	t.Parallel()
+	s := startSpec(t, "app", "-w", "1")
+	marker := filepath.Join(t.TempDir(), "receivers")
+	c := dialRaw(t, s.Addr)
+	fmt.Fprintf(c, "GET /two-receivers?marker=%s HTTP/1.1\r\nHost: x\r\n\r\n", marker)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
+		t.Fatalf("response: %q %v", line, err)
+	}
+	time.Sleep(200 * time.Millisecond) // both receivers wait
+	c.Close()
+	got, ok := waitMarker(marker, 8*time.Second)
+	if !ok || got != "done=2 pending=0 http.disconnect,http.disconnect" {
+		t.Errorf("after the client left, the app's receivers report %q (written: %v), want both woken with http.disconnect", got, ok)
+	}
+}
+
 // startSpec serves an app of asgispec.py (bare ASGI, no framework).
 func startSpec(t *testing.T, app string, args ...string) *Server {
 	t.Helper()

@@ -111,6 +111,19 @@ func TestWebSocketStarlette(t *testing.T) {
 	}
 }
 
+// TestWebSocketTwoReaders: an app that waits in receive() from two tasks at
+// once gets each message once, and neither task is left waiting (a second
+// receive() used to take the first one's wake-up).
+func TestWebSocketTwoReaders(t *testing.T) {
+	t.Parallel()
+	s := startWS(t, "starlette_app", "-w", "1")
+	var got struct{ Report string }
+	wsClient(t, s, "two_readers", "", &got)
+	if got.Report != "pending=0 A:one B:two" && got.Report != "pending=0 A:two B:one" {
+		t.Errorf("the app's two readers report %q, want both messages taken and none pending", got.Report)
+	}
+}
+
 // TestWebSocketFastAPI: a FastAPI websocket route with a path parameter;
 // the client's close code and reason reach the app.
 func TestWebSocketFastAPI(t *testing.T) {

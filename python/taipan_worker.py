@@ -809,7 +809,10 @@ class AsgiRequest:
     # which saves a tenth of the worker's time on a small request.
     body_done = False
     gone = False  # the client went away
-    waiter: Optional[asyncio.Future] = None  # receive() waiting for it
+    # The receive() calls waiting for an event. There may be several: an
+    # app may read from two tasks (Starlette's StreamingResponse listens for
+    # http.disconnect while a generator polls is_disconnected()).
+    waiters: Optional[List[asyncio.Future]] = None
     status: Optional[str] = None
     headers: Any = ()
     sent = False
@@ -828,9 +831,27 @@ class AsgiRequest:
         self.wake()
 
     def wake(self) -> None:
-        """Wakes a receive() waiting for its event."""
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
+        """Wakes every receive() waiting for an event; each looks again."""
+        waiters = self.waiters
+        if waiters:
+            self.waiters = None
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Waits for wake()."""
+        waiter = self.conn.loop.create_future()
+        if self.waiters is None:
+            self.waiters = [waiter]
+        else:
+            self.waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            # Cancelled (a timeout, an anyio cancel scope): forget it.
+            if self.waiters is not None and waiter in self.waiters:
+                self.waiters.remove(waiter)
 
     async def receive(self) -> dict:
         if not self.body_done:
@@ -845,8 +866,7 @@ class AsgiRequest:
         # or at once when the response has been sent (the ASGI spec), so
         # that an app waiting for a disconnect does not wait forever.
         while not (self.gone or self.ended):
-            self.waiter = self.conn.loop.create_future()
-            await self.waiter
+            await self.wait()
         return {"type": "http.disconnect"}
 
     async def send(self, message: dict) -> None:
@@ -883,8 +903,8 @@ class AsgiRequest:
             self.conn.write(frame(BODY, self.stream, body, 0 if more else FLAG_END))
         if not more:
             self.ended = True
-            if self.waiter is not None:
-                self.wake()  # a receive() waiting for http.disconnect
+            if self.waiters:
+                self.wake()  # receive() calls waiting for http.disconnect
 
     async def run(self, app: Any) -> None:
         conn = self.conn
@@ -935,7 +955,6 @@ class AsgiWebSocket(AsgiRequest):
         self.state = self.CONNECTING
         self.connect_sent = False
         self.inbox: Deque[Tuple[dict, int]] = deque()
-        self.waiter: Optional[asyncio.Future] = None
         self.farewell: Optional[dict] = None  # websocket.disconnect, once the client left
         self.unacked = 0  # cost of messages received and not acknowledged to Go
         self.taken = 0  # of which the app has taken
@@ -981,11 +1000,7 @@ class AsgiWebSocket(AsgiRequest):
                 return message
             if self.farewell is not None:
                 return self.farewell
-            self.waiter = asyncio.get_event_loop().create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
+            await self.wait()
 
     async def send(self, message: dict) -> None:
         kind = message["type"]

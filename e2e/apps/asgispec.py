@@ -51,6 +51,29 @@ async def http(scope, receive, send):
             seen = "nothing within 5 s"
         with open(query["marker"], "w") as f:
             f.write(seen)
+    elif path == "/two-receivers":
+        # Two tasks wait in receive() for http.disconnect, after a receive()
+        # that was cancelled (Starlette's is_disconnected() does that): the
+        # client leaving must wake both.
+        await receive()  # the body
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"streaming\n", "more_body": True})
+        try:
+            await asyncio.wait_for(receive(), 0.01)
+        except asyncio.TimeoutError:
+            pass
+
+        async def waiter():
+            return (await receive())["type"]
+
+        first = asyncio.ensure_future(waiter())
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(waiter())
+        done, pending = await asyncio.wait([first, second], timeout=5)
+        for task in pending:
+            task.cancel()
+        with open(query["marker"], "w") as f:
+            f.write("done=%d pending=%d %s" % (len(done), len(pending), ",".join(sorted(t.result() for t in done))))
     elif path == "/exit":
         sys.exit(3)
     elif path == "/interrupt":

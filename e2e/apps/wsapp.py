@@ -132,6 +132,25 @@ async def slow_accept(websocket: WebSocket) -> None:
     record(websocket, message["type"])
 
 
+async def two_readers(websocket: WebSocket) -> None:
+    """Two tasks wait in receive() at once; each takes one message, and
+    the app reports what they got."""
+    await websocket.accept()
+
+    async def reader(name: str) -> str:
+        message = await websocket.receive()
+        return "%s:%s" % (name, message.get("text"))
+
+    first = asyncio.ensure_future(reader("A"))
+    await asyncio.sleep(0.05)
+    second = asyncio.ensure_future(reader("B"))
+    done, pending = await asyncio.wait([first, second], timeout=5)
+    for task in pending:
+        task.cancel()
+    await websocket.send_text("pending=%d %s" % (len(pending), " ".join(sorted(t.result() for t in done))))
+    await websocket.close()
+
+
 async def hello(request):
     return PlainTextResponse("hello from starlette")
 
@@ -149,6 +168,7 @@ starlette_app = Starlette(
         WebSocketRoute("/ws/push", push),
         WebSocketRoute("/ws/hold", hold),
         WebSocketRoute("/ws/slow-accept", slow_accept),
+        WebSocketRoute("/ws/two-readers", two_readers),
     ]
 )
 

@@ -110,7 +110,17 @@ async def hold(base: str, marker: str) -> dict:
         return {"close": await closed_code(ws)}
 
 
-SCENARIOS = {"starlette": starlette, "count": count, "push": push, "fastapi": fastapi, "too_big": too_big, "hold": hold}
+async def two_readers(base: str, marker: str) -> dict:
+    """Two messages for an app that reads from two tasks at once."""
+    async with websockets.connect(base + "/ws/two-readers") as ws:
+        await asyncio.sleep(0.3)  # both readers wait
+        await ws.send("one")
+        await asyncio.sleep(0.1)
+        await ws.send("two")
+        return {"report": await ws.recv()}
+
+
+SCENARIOS = {"two_readers": two_readers, "starlette": starlette, "count": count, "push": push, "fastapi": fastapi, "too_big": too_big, "hold": hold}
 
 if __name__ == "__main__":
     scenario, base = sys.argv[1], sys.argv[2]
