@@ -139,6 +139,10 @@ func TestASGILifespanFailure(t *testing.T) {
 	if code == 0 || !strings.Contains(out, "the database is on fire") || !strings.Contains(out, "lifespan startup failed") {
 		t.Fatalf("exit %d, output:\n%s", code, out)
 	}
+	// The app's message is no traceback: the last line must not promise one.
+	if !strings.Contains(out, "the app failed to load (see above)") {
+		t.Errorf("the last line does not point to the message above:\n%s", out)
+	}
 }
 
 func readAll(t *testing.T, resp *http.Response) string {
@@ -315,6 +319,27 @@ func TestASGITwoReceivers(t *testing.T) {
 	got, ok := waitMarker(marker, 8*time.Second)
 	if !ok || got != "done=2 pending=0 http.disconnect,http.disconnect" {
 		t.Errorf("after the client left, the app's receivers report %q (written: %v), want both woken with http.disconnect", got, ok)
+	}
+}
+
+// TestASGISendMistakes: app bugs raise in the app, as under uvicorn, rather
+// than pass unnoticed: a body sent after the last one (RuntimeError), and a
+// websocket.send with both or neither of text and bytes (TypeError).
+func TestASGISendMistakes(t *testing.T) {
+	t.Parallel()
+	s := startSpec(t, "app", "-w", "1")
+	marker := filepath.Join(t.TempDir(), "after-end")
+	if code, body := httpGet(t, s, "/send-after-end?marker="+marker); code != 200 || body != "done" {
+		t.Errorf("/send-after-end: %d %q", code, body)
+	}
+	want := "RuntimeError: ASGI message 'http.response.body' sent after the response was complete"
+	if got, ok := waitMarker(marker, 5*time.Second); !ok || got != want {
+		t.Errorf("a body after the last one: the app saw %q (written: %v), want %q", got, ok, want)
+	}
+	c, br := wsDial(t, s, "/ws/send-text-and-bytes")
+	defer c.Close()
+	if op, p := wsRead(t, br); op != 0x1 || string(p) != "2 errors" {
+		t.Errorf("websocket.send with both or neither of text and bytes: op %x %q, want the app's text \"2 errors\"", op, p)
 	}
 }
 

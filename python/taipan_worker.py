@@ -870,9 +870,12 @@ class AsgiRequest:
         return {"type": "http.disconnect"}
 
     async def send(self, message: dict) -> None:
-        if self.ended or self.gone:
-            return  # the client is gone or the response is complete: nothing to do
+        if self.gone:
+            return  # the client is gone: nothing to do (the ASGI spec)
         kind = message["type"]
+        if self.ended:
+            # An app bug that would otherwise go unnoticed, as uvicorn says.
+            raise RuntimeError("ASGI message %r sent after the response was complete" % kind)
         if kind == "http.response.start":
             self.start_response(message)
         elif kind == "http.response.body":
@@ -1010,11 +1013,13 @@ class AsgiWebSocket(AsgiRequest):
                 raise ClientDisconnected("the WebSocket client has disconnected")
             if state != self.ACCEPTED:
                 raise RuntimeError("websocket.send before websocket.accept or after websocket.close")
-            text = message.get("text")
+            text, data = message.get("text"), message.get("bytes")
+            if (text is None) == (data is None):
+                raise TypeError("websocket.send takes exactly one of text and bytes")
             if text is not None:
                 self.conn.write(frame(WS_SEND, self.stream, text.encode("utf-8"), FLAG_TEXT))
             else:
-                self.conn.write(frame(WS_SEND, self.stream, bytes(message.get("bytes") or b"")))
+                self.conn.write(frame(WS_SEND, self.stream, bytes(data)))
             await self.conn.drain()
         elif kind == "websocket.accept":
             if state != self.CONNECTING:

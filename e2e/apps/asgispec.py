@@ -74,6 +74,17 @@ async def http(scope, receive, send):
             task.cancel()
         with open(query["marker"], "w") as f:
             f.write("done=%d pending=%d %s" % (len(done), len(pending), ",".join(sorted(t.result() for t in done))))
+    elif path == "/send-after-end":
+        # A second body after the last one is an app bug: send() raises.
+        await receive()
+        await respond(send, b"done")
+        try:
+            await send({"type": "http.response.body", "body": b"more"})
+            seen = "no error"
+        except RuntimeError as exc:
+            seen = "RuntimeError: %s" % exc
+        with open(query["marker"], "w") as f:
+            f.write(seen)
     elif path == "/exit":
         sys.exit(3)
     elif path == "/interrupt":
@@ -96,6 +107,17 @@ async def websocket(scope, receive, send):
     await send({"type": "websocket.accept"})
     if scope["path"] == "/ws/exit":
         sys.exit(3)
+    if scope["path"] == "/ws/send-text-and-bytes":
+        # websocket.send takes exactly one of text and bytes (the ASGI
+        # spec): the app learns of either mistake, and the client gets
+        # the one valid message.
+        errors = []
+        for message in ({}, {"text": "t", "bytes": b"b"}):
+            try:
+                await send({"type": "websocket.send", **message})
+            except TypeError as exc:
+                errors.append(str(exc))
+        await send({"type": "websocket.send", "text": "%d errors" % len(errors)})
     await send({"type": "websocket.close", "code": 1000})
 
 

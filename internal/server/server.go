@@ -252,9 +252,13 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 		var boot *pool.BootError
 		if errors.As(err, &boot) {
 			log.Criticalf("%s", strings.TrimRight(boot.Text, "\n"))
-			msg := "the app failed to load (traceback above)"
+			above := "(see above)" // a message of the app's, as a lifespan startup failure gives
+			if strings.Contains(boot.Text, "Traceback (most recent call last)") {
+				above = "(traceback above)"
+			}
+			msg := "the app failed to load " + above
 			if boot.PostFork {
-				msg = "the --post-fork hook failed (traceback above)"
+				msg = "the --post-fork hook failed " + above
 			}
 			return &ExitError{Code: 3, Msg: msg}
 		}
