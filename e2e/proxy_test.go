@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -56,9 +57,10 @@ func wantEnv(t *testing.T, what string, env map[string]string, kv ...string) {
 
 // TestForwardedHeaders: with the default --forwarded-allow-ips
 // (127.0.0.1,::1) a loopback client is a trusted proxy, so its
-// X-Forwarded-* headers (or, with --forwarded-headers forwarded, its
-// Forwarded header) become REMOTE_ADDR, wsgi.url_scheme and HTTP_HOST; the
-// headers stay visible to the app.
+// X-Forwarded-For and -Proto headers (or, with --forwarded-headers
+// forwarded, its Forwarded header) become REMOTE_ADDR and wsgi.url_scheme,
+// and with --forwarded-host X-Forwarded-Host becomes HTTP_HOST; the headers
+// stay visible to the app.
 func TestForwardedHeaders(t *testing.T) {
 	t.Parallel()
 	s := startTestApp(t, "-w", "1")
@@ -68,13 +70,20 @@ func TestForwardedHeaders(t *testing.T) {
 		"wsgi.url_scheme", "https", "HTTP_X_FORWARDED_FOR", "203.0.113.7", "HTTP_HOST", s.Addr)
 
 	// A spoofed entry on the left is not the client; the trusted hop on
-	// the right is skipped; the host is the forwarded one.
-	env = environOf(t, s, map[string]string{
+	// the right is skipped. X-Forwarded-Host is not read by default.
+	chain := map[string]string{
 		"X-Forwarded-For":   "10.6.6.6, 203.0.113.7, 127.0.0.1",
 		"X-Forwarded-Proto": "https",
 		"X-Forwarded-Host":  "www.example.com",
-	})
-	wantEnv(t, "X-Forwarded-For chain", env, "REMOTE_ADDR", "203.0.113.7", "wsgi.url_scheme", "https", "HTTP_HOST", "www.example.com")
+	}
+	env = environOf(t, s, chain)
+	wantEnv(t, "X-Forwarded-For chain", env, "REMOTE_ADDR", "203.0.113.7", "wsgi.url_scheme", "https",
+		"HTTP_HOST", s.Addr, "HTTP_X_FORWARDED_HOST", "www.example.com")
+
+	// With --forwarded-host, the host is the forwarded one.
+	h := startTestApp(t, "-w", "1", "--forwarded-host")
+	env = environOf(t, h, chain)
+	wantEnv(t, "--forwarded-host", env, "REMOTE_ADDR", "203.0.113.7", "wsgi.url_scheme", "https", "HTTP_HOST", "www.example.com")
 
 	// A client's own Forwarded header, which a proxy that sets
 	// X-Forwarded-For passes through untouched, is not read by default.
@@ -96,6 +105,32 @@ func TestForwardedHeaders(t *testing.T) {
 	if env["REMOTE_PORT"] == "0" || env["REMOTE_PORT"] == "" {
 		t.Errorf("plain request: REMOTE_PORT %q", env["REMOTE_PORT"])
 	}
+}
+
+// TestForwardedHostBehindNginx: behind nginx configured as usual (Host,
+// X-Forwarded-For and -Proto set, X-Forwarded-Host not), a client's own
+// X-Forwarded-Host passes through nginx but does not become the host the
+// app sees, which it would use for its links (password-reset mails,
+// redirects, caches keyed on the host).
+func TestForwardedHostBehindNginx(t *testing.T) {
+	t.Parallel()
+	requireNginx(t)
+	s := startTestApp(t, "-w", "1")
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	startNginx(t, t.TempDir(), addr, `
+    server {
+        listen `+addr+`;
+        location / {
+            proxy_pass http://`+s.Addr+`;
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }
+    }
+`)
+	env := environOf(t, &Server{URL: "http://" + addr, Addr: addr}, map[string]string{"X-Forwarded-Host": "evil.example"})
+	// nginx's $host is the Host header without its port.
+	wantEnv(t, "behind nginx", env, "HTTP_HOST", "127.0.0.1", "HTTP_X_FORWARDED_HOST", "evil.example", "REMOTE_ADDR", "127.0.0.1")
 }
 
 // TestForwardedUntrusted: a peer outside --forwarded-allow-ips gets its

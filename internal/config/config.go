@@ -119,6 +119,7 @@ type Config struct {
 	CGIEnv            []string      // KEY=VALUE given to every CGI script
 	ForwardedAllowIPs string        // peers whose X-Forwarded-*/Forwarded headers and PROXY headers are trusted
 	ForwardedHeaders  string        // the header family read from them: "x-forwarded" or "forwarded"
+	ForwardedHost     bool          // the x-forwarded family includes X-Forwarded-Host
 	ProxyProtocol     bool          // TCP listeners expect a PROXY protocol header (v1 or v2)
 	CertFile, KeyFile string        // TLS for the http listeners
 	CACerts           string        // CA bundle for client certificates
@@ -319,6 +320,7 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 	fs.Var(&cgiEnv, "cgi-env", "")
 	fs.StringVar(&c.ForwardedAllowIPs, "forwarded-allow-ips", c.ForwardedAllowIPs, "")
 	fs.StringVar(&c.ForwardedHeaders, "forwarded-headers", c.ForwardedHeaders, "")
+	fs.BoolVar(&c.ForwardedHost, "forwarded-host", false, "")
 	fs.BoolVar(&c.ProxyProtocol, "proxy-protocol", false, "")
 	fs.StringVar(&c.CertFile, "certfile", "", "")
 	fs.StringVar(&c.KeyFile, "keyfile", "", "")
@@ -1044,13 +1046,16 @@ Edge:
       --h2c                  also speak cleartext HTTP/2 (prior knowledge, Upgrade)
       --forwarded-allow-ips LIST
                              comma-separated IPs and CIDRs (or *) whose
-                             X-Forwarded-For/-Proto/-Host, Forwarded and PROXY
-                             headers are trusted (default 127.0.0.1,::1)
+                             X-Forwarded-*, Forwarded and PROXY headers are
+                             trusted (default 127.0.0.1,::1)
       --forwarded-headers F  which family to read from them: x-forwarded
-                             (X-Forwarded-For/-Proto/-Host, the default) or
+                             (X-Forwarded-For/-Proto, the default) or
                              forwarded (RFC 7239); the other is ignored, since
                              a proxy passes the family it does not set through
                              from the client
+      --forwarded-host       also take the host from X-Forwarded-Host; only
+                             if the proxy always sets it, since one that does
+                             not passes on the client's own
       --proxy-protocol       TCP listeners expect a PROXY protocol v1/v2 header
       --umask MODE           umask for unix sockets (e.g. 007)
       --backlog N            listen backlog (default 2048)

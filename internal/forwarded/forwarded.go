@@ -21,7 +21,8 @@ import (
 type Trust struct {
 	all    bool
 	nets   []netip.Prefix
-	family kind            // the headers that are read (SetHeaders)
+	family kind            // the headers that are read (SetHeaders, SetXForwardedHost)
+	xHost  bool            // X-Forwarded-Host is read with the x-forwarded family
 	log    *logging.Logger // nil: ignored headers are not reported
 }
 
@@ -31,7 +32,7 @@ type Trust struct {
 // turns forwarding headers off. IPv4-mapped IPv6 forms are treated as the
 // IPv4 addresses they carry. The error names the first bad item.
 func ParseTrust(spec string) (*Trust, error) {
-	t := &Trust{family: kXFor | kXProto | kXSsl | kXHost}
+	t := &Trust{family: kXFor | kXProto | kXSsl}
 	for item := range strings.SplitSeq(spec, ",") {
 		item = strings.TrimSpace(item)
 		switch item {
@@ -92,7 +93,7 @@ func (t *Trust) Prefixes() []netip.Prefix {
 
 // Header families, for SetHeaders.
 const (
-	XForwarded = "x-forwarded" // X-Forwarded-For, -Proto (or -Ssl), -Host
+	XForwarded = "x-forwarded" // X-Forwarded-For, -Proto (or -Ssl); -Host with SetXForwardedHost
 	RFC7239    = "forwarded"   // Forwarded
 )
 
@@ -105,13 +106,34 @@ const (
 func (t *Trust) SetHeaders(family string) error {
 	switch family {
 	case XForwarded:
-		t.family = kXFor | kXProto | kXSsl | kXHost
+		t.family = kXFor | kXProto | kXSsl
+		if t.xHost {
+			t.family |= kXHost
+		}
 	case RFC7239:
 		t.family = kForwarded
 	default:
 		return fmt.Errorf("want %s or %s, got %q", XForwarded, RFC7239, family)
 	}
 	return nil
+}
+
+// SetXForwardedHost makes the x-forwarded family include X-Forwarded-Host,
+// which is off by default, as in Django (USE_X_FORWARDED_HOST) and
+// werkzeug's ProxyFix: unlike X-Forwarded-For, which nginx's
+// proxy_add_x_forwarded_for appends to, a proxy that does not set
+// X-Forwarded-Host itself passes on the client's, and the client would
+// choose the host the app builds its links with. RFC 7239's host= comes
+// from the same element as the client's address, one a proxy wrote, and
+// needs no switch.
+func (t *Trust) SetXForwardedHost(on bool) {
+	t.xHost = on
+	if t.family&kForwarded == 0 {
+		t.family &^= kXHost
+		if on {
+			t.family |= kXHost
+		}
+	}
 }
 
 // SetLogger makes Handler report, at debug level, the forwarding headers
@@ -155,8 +177,8 @@ func (t *Trust) trustsPeer(remote string) bool {
 //
 //   - Only one header family is read (SetHeaders): X-Forwarded-For gives
 //     the client, X-Forwarded-Proto (or, without it, X-Forwarded-Ssl:
-//     on/off) the scheme and X-Forwarded-Host the host; or RFC 7239
-//     Forwarded gives all three.
+//     on/off) the scheme and, with SetXForwardedHost, X-Forwarded-Host the
+//     host; or RFC 7239 Forwarded gives all three.
 //   - The client is found by walking the hops from the right (the one the
 //     nearest proxy added) and skipping those that are themselves trusted
 //     addresses; the first other hop is the client, or the leftmost when

@@ -228,6 +228,7 @@ func TestForwardedSyntax(t *testing.T) {
 
 func TestXForwarded(t *testing.T) {
 	trust := mustTrust(t, "127.0.0.1,::1,10.0.0.0/8")
+	trust.SetXForwardedHost(true)
 	tests := []struct {
 		name string
 		hdr  []string
@@ -277,6 +278,28 @@ func TestXForwarded(t *testing.T) {
 	}
 }
 
+// TestXForwardedHostOff: X-Forwarded-Host is ignored unless asked for (a
+// proxy that does not set it passes on the client's own), while the rest
+// of the family still applies; SetHeaders keeps the choice either way.
+func TestXForwardedHostOff(t *testing.T) {
+	hdr := []string{"X-Forwarded-For: 203.0.113.7", "X-Forwarded-Proto: https", "X-Forwarded-Host: evil.example"}
+	trust := mustTrust(t, "127.0.0.1")
+	if got, want := serve(t, trust, "127.0.0.1", hdr...), with("addr", "203.0.113.7", "port", "0", "scheme", "https"); got != want {
+		t.Errorf("by default: got %v, want %v", got, want)
+	}
+	trust.SetXForwardedHost(true)
+	if err := trust.SetHeaders(XForwarded); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := serve(t, trust, "127.0.0.1", hdr...), with("addr", "203.0.113.7", "port", "0", "scheme", "https", "host", "evil.example"); got != want {
+		t.Errorf("with SetXForwardedHost(true): got %v, want %v", got, want)
+	}
+	trust.SetXForwardedHost(false)
+	if got := serve(t, trust, "127.0.0.1", hdr...); got.host != "app.internal:8000" {
+		t.Errorf("after SetXForwardedHost(false): got %v", got)
+	}
+}
+
 func TestPeerTrust(t *testing.T) {
 	hdr := []string{"X-Forwarded-For: 198.51.100.9", "X-Forwarded-Proto: https", "Forwarded: for=203.0.113.7"}
 	applied := func(s seen) bool { return s.addr == "198.51.100.9" }
@@ -312,7 +335,9 @@ func TestHostHeaderAdded(t *testing.T) {
 	r := &edge.Request{RemoteAddr: "127.0.0.1", Scheme: "http", Proto: "HTTP/1.0",
 		Header: []edge.HeaderField{{Name: "X-Forwarded-Host", Value: "example.com"}}}
 	var got seen
-	Handler(mustTrust(t, "127.0.0.1"), edge.HandlerFunc(func(_ edge.ResponseWriter, r *edge.Request) { got = seenOf(r) })).Serve(nil, r)
+	trust := mustTrust(t, "127.0.0.1")
+	trust.SetXForwardedHost(true)
+	Handler(trust, edge.HandlerFunc(func(_ edge.ResponseWriter, r *edge.Request) { got = seenOf(r) })).Serve(nil, r)
 	if got.host != "example.com" || got.hostHeader != "example.com" {
 		t.Errorf("HTTP/1.0 request without Host: got %v", got)
 	}
@@ -427,7 +452,9 @@ func startServer(t *testing.T, spec, addr string) (network, dialAddr string) {
 	t.Helper()
 	var logBuf bytes.Buffer
 	var mu sync.Mutex
-	srv := edge.NewServer(edge.Config{}, Handler(mustTrust(t, spec), edge.HandlerFunc(echoHandler)),
+	trust := mustTrust(t, spec)
+	trust.SetXForwardedHost(true)
+	srv := edge.NewServer(edge.Config{}, Handler(trust, edge.HandlerFunc(echoHandler)),
 		logging.New(lockedWriter{&mu, &logBuf}, logging.Error))
 	ln, err := srv.Listen(addr, nil)
 	if err != nil {

@@ -85,6 +85,7 @@ func newFront(cfg *config.Config, ecfg edge.Config, app edge.Handler, log *loggi
 	if err != nil {
 		return nil, nil, fmt.Errorf("--forwarded-allow-ips: %w", err)
 	}
+	trust.SetXForwardedHost(cfg.ForwardedHost)
 	if err := trust.SetHeaders(cfg.ForwardedHeaders); err != nil {
 		return nil, nil, fmt.Errorf("--forwarded-headers: %w", err)
 	}
