@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"taipan/internal/httpsyntax"
+	"strings"
 	"unicode/utf8"
+
+	"taipan/internal/httpsyntax"
 )
 
 // ResponseHead is a decoded and validated HEAD frame.
@@ -66,6 +68,10 @@ func DecodeHeadInto(p []byte, h *ResponseHead) error {
 				return fmt.Errorf("header %s: value contains a control character (%#02x)", f[0], c)
 			}
 		}
+		// A field value has no leading or trailing whitespace (RFC 9110
+		// section 5.5). Django's cookies start with a space, which would
+		// go out as "Set-Cookie:  a=1" (gunicorn strips it too).
+		f[1] = strings.Trim(f[1], " \t")
 	}
 	return nil
 }

@@ -161,6 +161,24 @@ sys.stdout.buffer.write(struct.pack("<I", len(h)) + h + b"body")
 	}
 }
 
+// Header values lose leading and trailing whitespace (RFC 9110 section
+// 5.5): Django's cookies start with a space.
+func TestDecodeHeadTrimsValues(t *testing.T) {
+	out := runPython(t, `
+import marshal, struct, sys
+h = marshal.dumps(("200 OK", [("Set-Cookie", " a=1; Path=/"), ("X-Tab", "\tv \t"), ("X-Inner", "a  b")]), 2)
+sys.stdout.buffer.write(struct.pack("<I", len(h)) + h)
+`, nil)
+	h, err := DecodeHead([]byte(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][2]string{{"Set-Cookie", "a=1; Path=/"}, {"X-Tab", "v"}, {"X-Inner", "a  b"}}
+	if !reflect.DeepEqual(h.Header, want) {
+		t.Fatalf("got %q, want %q", h.Header, want)
+	}
+}
+
 func TestDecodeHeadRejects(t *testing.T) {
 	cases := map[string]string{
 		"CRLF in value":    `("200 OK", [("X-A", "1\r\nX-Injected: 1")])`,
