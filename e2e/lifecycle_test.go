@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -108,6 +109,43 @@ func TestFailureWorkerDies(t *testing.T) {
 		if !slices.Contains(after, p) {
 			t.Errorf("request answered by pid %d, not a current worker %v", p, after)
 		}
+	}
+}
+
+// TestWorkerWithForkedChild: an app that forks a child at import (a
+// multiprocessing poller) leaves the worker's socket to taipan open in that
+// child. A worker killed anyway is still seen to die and replaced, and
+// SIGTERM still stops taipan; the socket's end of file never came, and
+// taipan waited for it for good.
+func TestWorkerWithForkedChild(t *testing.T) {
+	t.Parallel()
+	pids := filepath.Join(t.TempDir(), "children")
+	t.Cleanup(func() {
+		b, _ := os.ReadFile(pids)
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	s := Start(t, "--pythonpath", appsDir(t), "-w", "1", "--graceful-timeout", "3", "-e", "FORKAPP_PIDS="+pids, "forkapp:app")
+	_, first := httpGet(t, s, "/")
+	pid, err := strconv.Atoi(first)
+	if err != nil {
+		t.Fatalf("/: %q", first)
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	var now string
+	if !pollUntil(10*time.Second, func() bool {
+		code, body := httpGet(t, s, "/")
+		now = body
+		return code == 200 && body != first
+	}) {
+		t.Fatalf("no new worker after the first was killed (last answer %q)\n%s", now, s.Stderr())
+	}
+	s.Signal(syscall.SIGTERM)
+	if code := s.Wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM (-1: still running), want 0\n%s", code, s.Stderr())
 	}
 }
 

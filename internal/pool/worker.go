@@ -217,10 +217,19 @@ func (w *Worker) dumpStack() string {
 // run elsewhere) and the reason it stopped.
 func (w *Worker) run(p *Pool) (unstarted []*Job, err error) {
 	go w.writeLoop()
+	waited := make(chan error, 1)
+	go func() {
+		err := w.proc.Wait()
+		// The process is gone, but a child the app forked may hold its
+		// end of the socket open, and then the end of file would never
+		// come: the reads end once what the worker sent has been read.
+		w.conn.CloseRead()
+		waited <- err
+	}()
 	err = w.readLoop(p)
 	unstarted = w.failInflight()
 	w.conn.Close()
-	waitErr := w.proc.Wait()
+	waitErr := <-waited
 	w.awaitOutput()
 	w.reader.Close()
 	close(w.done)
