@@ -92,6 +92,21 @@ func TestCLIMissingInterpreter(t *testing.T) {
 	}
 }
 
+// TestCLIAppNotCallable: a module whose app is not callable is refused at
+// start, whether the callable is named or found by its default name;
+// unnamed, it used to be served, and every request failed.
+func TestCLIAppNotCallable(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	writeApp(t, dir, "notcall.py", "app = 42\n")
+	for _, spec := range []string{"notcall", "notcall:app"} {
+		code, out := runTaipan(t, 15*time.Second, "--python", pythonPath(), "-b", freeAddr(t), "-w", "1", "--pythonpath", dir, spec)
+		if code == 0 || !strings.Contains(out, "'notcall:app' is not callable (got int)") {
+			t.Errorf("%s: exit %d, output:\n%s", spec, code, out)
+		}
+	}
+}
+
 func TestCLIAppImportFails(t *testing.T) {
 	t.Parallel()
 	cases := map[string]struct{ src, want string }{

@@ -514,9 +514,13 @@ def load_app(spec: str) -> WSGIApp:
     module_name, _, expr = spec.partition(":")
     module = importlib.import_module(module_name)
     if not expr:
-        for name in ("application", "app"):
-            if hasattr(module, name):
+        found = [name for name in ("application", "app") if hasattr(module, name)]
+        for name in found:
+            if callable(getattr(module, name)):
                 return getattr(module, name)
+        if found:
+            name = found[0]
+            raise TypeError("'%s:%s' is not callable (got %s)" % (module_name, name, type(getattr(module, name)).__name__))
         raise LookupError("module %r has no 'application' or 'app'; name the callable: %s:NAME" % (module_name, module_name))
     try:
         node = ast.parse(expr.strip(), mode="eval").body
