@@ -259,13 +259,13 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 	logLevel = "info"
 	both := func(short, long string, fn func(name string)) { fn(short); fn(long) }
 	both("b", "bind", func(n string) { fs.Var(&binds, n, "") })
-	both("w", "workers", func(n string) { fs.IntVar(&c.Workers, n, c.Workers, "") })
+	both("w", "workers", func(n string) { decimalVar(fs, &c.Workers, n, c.Workers) })
 	both("e", "env", func(n string) { fs.Var(&envs, n, "") })
 	both("h", "help", func(n string) { fs.BoolVar(&help, n, false, "") })
 	both("v", "version", func(n string) { fs.BoolVar(&version, n, false, "") })
-	fs.IntVar(&threads, "threads", c.Threads, "")
+	decimalVar(fs, &threads, "threads", c.Threads)
 	both("k", "worker-class", func(n string) { fs.StringVar(&c.WorkerClass, n, "sync", "") })
-	fs.IntVar(&workerConnections, "worker-connections", 1000, "")
+	decimalVar(fs, &workerConnections, "worker-connections", 1000)
 	fs.StringVar(&c.Interface, "interface", "auto", "")
 	fs.StringVar(&c.Loop, "loop", "auto", "")
 	fs.StringVar(&python, "python", "", "")
@@ -285,13 +285,13 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 	both("t", "timeout", func(n string) { fs.Var(&timeout, n, "") })
 	fs.Var(&heartbeat, "heartbeat", "")
 	fs.Var(&hbTimeout, "heartbeat-timeout", "")
-	fs.IntVar(&c.MaxRequests, "max-requests", 0, "")
-	fs.IntVar(&c.MaxRequestsJitter, "max-requests-jitter", 0, "")
-	fs.Int64Var(&maxRSSMB, "max-rss", 0, "")
+	decimalVar(fs, &c.MaxRequests, "max-requests", 0)
+	decimalVar(fs, &c.MaxRequestsJitter, "max-requests-jitter", 0)
+	decimalVar(fs, &maxRSSMB, "max-rss", 0)
 	fs.BoolVar(&c.Preload, "preload", false, "")
 	fs.Var(&lanes, "lane", "")
-	fs.IntVar(&c.WorkersMin, "workers-min", 0, "")
-	fs.IntVar(&c.WorkersMax, "workers-max", 0, "")
+	decimalVar(fs, &c.WorkersMin, "workers-min", 0)
+	decimalVar(fs, &c.WorkersMax, "workers-max", 0)
 	fs.StringVar(&c.PostFork, "post-fork", "", "")
 	fs.BoolVar(&c.Reload, "reload", false, "")
 	fs.StringVar(&c.PidFile, "pid", "", "")
@@ -299,15 +299,15 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 	fs.Var(&headerTimeout, "header-timeout", "")
 	fs.Var(&bodyTimeout, "body-timeout", "")
 	fs.Var(&writeTimeout, "write-timeout", "")
-	fs.IntVar(&c.MaxConnections, "max-connections", 0, "")
-	fs.IntVar(&c.MaxConnectionsPerIP, "max-connections-per-ip", 0, "")
-	fs.IntVar(&c.MaxRequestsPerConnection, "max-requests-per-connection", 0, "")
+	decimalVar(fs, &c.MaxConnections, "max-connections", 0)
+	decimalVar(fs, &c.MaxConnectionsPerIP, "max-connections-per-ip", 0)
+	decimalVar(fs, &c.MaxRequestsPerConnection, "max-requests-per-connection", 0)
 	fs.StringVar(&c.ServerHeader, "server-header", c.ServerHeader, "")
 	fs.BoolVar(&c.Debug, "debug", false, "")
-	fs.IntVar(&c.LimitRequestLine, "limit-request-line", c.LimitRequestLine, "")
-	fs.IntVar(&c.LimitRequestFields, "limit-request-fields", c.LimitRequestFields, "")
-	fs.IntVar(&c.LimitRequestFieldSize, "limit-request-field_size", c.LimitRequestFieldSize, "")
-	fs.IntVar(&c.LimitRequestFieldSize, "limit-request-field-size", c.LimitRequestFieldSize, "")
+	decimalVar(fs, &c.LimitRequestLine, "limit-request-line", c.LimitRequestLine)
+	decimalVar(fs, &c.LimitRequestFields, "limit-request-fields", c.LimitRequestFields)
+	decimalVar(fs, &c.LimitRequestFieldSize, "limit-request-field_size", c.LimitRequestFieldSize)
+	decimalVar(fs, &c.LimitRequestFieldSize, "limit-request-field-size", c.LimitRequestFieldSize)
 	fs.Var(&bodyLimit, "limit-request-body", "")
 	fs.Var(&bodyMemory, "body-memory-limit", "")
 	fs.StringVar(&c.TmpDir, "tmp-dir", "", "")
@@ -328,7 +328,7 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 	fs.StringVar(&c.CertReqs, "cert-reqs", c.CertReqs, "")
 	fs.BoolVar(&c.H2C, "h2c", false, "")
 	fs.StringVar(&umask, "umask", "", "")
-	fs.IntVar(&c.Backlog, "backlog", c.Backlog, "")
+	decimalVar(fs, &c.Backlog, "backlog", c.Backlog)
 	fs.BoolVar(&c.ReusePort, "reuse-port", false, "")
 	fs.StringVar(&c.MetricsBind, "metrics-bind", "", "")
 
@@ -875,6 +875,39 @@ func flagError(err error) string {
 		return fmt.Sprintf("%s: invalid value %s: %s", dashed(name), value, reason)
 	}
 	return msg
+}
+
+// decimal is an integer flag read in base 10 only. The flag package's own
+// integer flags read 010 as 8 and 0x10 as 16: -w 010 would start eight
+// workers where gunicorn starts ten.
+type decimal[T int | int64] struct{ p *T }
+
+// decimalVar defines an integer flag with a default.
+func decimalVar[T int | int64](fs *flag.FlagSet, p *T, name string, value T) {
+	*p = value
+	fs.Var(decimal[T]{p}, name, "")
+}
+
+func (d decimal[T]) String() string {
+	if d.p == nil {
+		return "0"
+	}
+	return strconv.FormatInt(int64(*d.p), 10)
+}
+
+// Get makes decimal a flag.Getter, as the flag package's integers are.
+func (d decimal[T]) Get() any { return *d.p }
+
+func (d decimal[T]) Set(s string) error {
+	n, err := strconv.ParseInt(s, 10, 64)
+	switch {
+	case errors.Is(err, strconv.ErrRange) || err == nil && int64(T(n)) != n:
+		return errors.New("out of range")
+	case err != nil:
+		return errors.New("not a number")
+	}
+	*d.p = T(n)
+	return nil
 }
 
 // dashed spells a flag name as taipan --help does: -w, --workers.

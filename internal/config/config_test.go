@@ -82,6 +82,25 @@ func TestHelpAndVersion(t *testing.T) {
 	}
 }
 
+// TestIntegersAreDecimal: integer flags are read in base 10, as gunicorn
+// reads them: the flag package's own took -w 010 for 8 workers and 0x10
+// for 16.
+func TestIntegersAreDecimal(t *testing.T) {
+	py := fakePython(t)
+	c, _, err := Parse([]string{"--python", py, "-w", "010", "--max-requests", "0100", "--backlog", "+64"}, noenv)
+	if err != nil || c.Workers != 10 || c.MaxRequests != 100 || c.Backlog != 64 {
+		t.Fatalf("workers %d, max-requests %d, backlog %d (%v), want 10, 100, 64", c.Workers, c.MaxRequests, c.Backlog, err)
+	}
+	for _, v := range []string{"0x10", "0b11", "0o7", "1_000"} {
+		if _, _, err := Parse([]string{"--python", py, "-w", v}, noenv); err == nil || err.Error() != `-w: invalid value "`+v+`": not a number` {
+			t.Errorf("-w %s: %v", v, err)
+		}
+	}
+	if _, _, err := Parse([]string{"--python", py, "--max-rss", "99999999999999999999"}, noenv); err == nil || !strings.HasSuffix(err.Error(), "out of range") {
+		t.Errorf("--max-rss 99999999999999999999: %v", err)
+	}
+}
+
 // TestFlagErrorWording: a value the flag package refuses is reported as
 // every other bad value is, with the flag spelt as --help spells it.
 func TestFlagErrorWording(t *testing.T) {

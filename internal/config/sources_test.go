@@ -165,6 +165,18 @@ func TestSplitList(t *testing.T) {
 	}
 }
 
+func TestIntegersFromEnvironmentAreDecimal(t *testing.T) {
+	inDir(t)
+	py := fakePython(t)
+	c, _, err := ParseEnviron([]string{"--python", py}, environ("TAIPAN_WORKERS=010"))
+	if err != nil || c.Workers != 10 {
+		t.Errorf("TAIPAN_WORKERS=010: %d %v, want 10", c.Workers, err)
+	}
+	if _, _, err := ParseEnviron([]string{"--python", py}, environ("TAIPAN_WORKERS=0x10")); err == nil {
+		t.Error("TAIPAN_WORKERS=0x10 accepted")
+	}
+}
+
 func TestBooleansFromEnvironment(t *testing.T) {
 	inDir(t)
 	py := fakePython(t)
