@@ -333,6 +333,9 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 	fs.StringVar(&c.MetricsBind, "metrics-bind", "", "")
 
 	args = splitAttachedShortValues(args)
+	if err := flagAsValue(fs, args); err != nil {
+		return nil, Serve, err
+	}
 	// Flags may come before or after the app, as with gunicorn.
 	var positional []string
 	for {
@@ -907,6 +910,38 @@ func (d decimal[T]) Set(s string) error {
 		return errors.New("not a number")
 	}
 	*d.p = T(n)
+	return nil
+}
+
+// flagAsValue refuses a flag that takes a value followed by another flag,
+// as in "--access-logfile --reload": the flag package would take
+// "--reload" for the file's name and leave reloading off, silently
+// (gunicorn says "expected one argument"). A value that only looks like a
+// flag can be given as --access-logfile=--reload; "-" and negative numbers
+// are values.
+func flagAsValue(fs *flag.FlagSet, args []string) error {
+	for i := 0; i+1 < len(args); i++ {
+		arg := args[i]
+		if arg == "--" {
+			return nil
+		}
+		if len(arg) < 2 || arg[0] != '-' || strings.Contains(arg, "=") {
+			continue
+		}
+		f := fs.Lookup(strings.TrimLeft(arg, "-"))
+		if f == nil {
+			continue
+		}
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+			continue
+		}
+		next := args[i+1]
+		name, _, _ := strings.Cut(strings.TrimLeft(next, "-"), "=")
+		if len(next) > 1 && next[0] == '-' && name != "" && fs.Lookup(name) != nil {
+			return usagef("flag %s needs a value, but %s follows it (write %s=%s if that is the value)", dashed(f.Name), next, dashed(f.Name), next)
+		}
+		i++ // the value
+	}
 	return nil
 }
 

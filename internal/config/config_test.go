@@ -101,19 +101,34 @@ func TestIntegersAreDecimal(t *testing.T) {
 	}
 }
 
+// TestFlagValuesThatLookLikeFlags: "-", negative numbers and the --flag=V
+// form stay values.
+func TestFlagValuesThatLookLikeFlags(t *testing.T) {
+	py := fakePython(t)
+	c, _, err := Parse([]string{"--python", py, "--access-logfile", "-", "--error-logfile=--odd", "hello:app"}, noenv)
+	if err != nil || c.AccessLogFile != "-" || c.ErrorLogFile != "--odd" {
+		t.Fatalf("%+v %v", c, err)
+	}
+	if _, _, err := Parse([]string{"--python", py, "--max-requests", "-5"}, noenv); err != nil && strings.Contains(err.Error(), "follows it") {
+		t.Errorf("a negative number taken for a flag: %v", err)
+	}
+}
+
 // TestFlagErrorWording: a value the flag package refuses is reported as
 // every other bad value is, with the flag spelt as --help spells it.
 func TestFlagErrorWording(t *testing.T) {
 	py := fakePython(t)
 	for args, want := range map[string]string{
-		"-w many":          `-w: invalid value "many": not a number`,
-		"--workers many":   `--workers: invalid value "many": not a number`,
-		"--log-format xml": `--log-format: invalid value "xml": unknown log format "xml" (want text or json)`,
-		"--reload=maybe":   `--reload: invalid value "maybe": want true or false`,
-		"--backlog 1e99":   `--backlog: invalid value "1e99": not a number`,
-		"--nope":           `unknown flag --nope (see taipan --help)`,
-		"-q":               `unknown flag -q (see taipan --help)`,
-		"--bind":           `flag --bind needs a value`,
+		"-w many":                             `-w: invalid value "many": not a number`,
+		"--workers many":                      `--workers: invalid value "many": not a number`,
+		"--log-format xml":                    `--log-format: invalid value "xml": unknown log format "xml" (want text or json)`,
+		"--reload=maybe":                      `--reload: invalid value "maybe": want true or false`,
+		"--backlog 1e99":                      `--backlog: invalid value "1e99": not a number`,
+		"--nope":                              `unknown flag --nope (see taipan --help)`,
+		"-q":                                  `unknown flag -q (see taipan --help)`,
+		"--bind":                              `flag --bind needs a value`,
+		"--access-logfile --reload hello:app": `flag --access-logfile needs a value, but --reload follows it (write --access-logfile=--reload if that is the value)`,
+		"-b --print-config":                   `flag -b needs a value, but --print-config follows it (write -b=--print-config if that is the value)`,
 	} {
 		_, _, err := Parse(append([]string{"--python", py}, strings.Fields(args)...), noenv)
 		if err == nil || err.Error() != want {
