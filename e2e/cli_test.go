@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -78,6 +79,23 @@ func TestCLIBadFlag(t *testing.T) {
 	_, out := runTaipan(t, 5*time.Second, "--no-such-flag")
 	if !strings.Contains(out, "no-such-flag") {
 		t.Errorf("message %q does not name the unknown flag", out)
+	}
+}
+
+// TestCLIOldInterpreter: an interpreter older than 3.9 is refused with one
+// line that names it and its version (Python 2.7 and 3.6 used to stop at a
+// SyntaxError in taipan's own worker module). The stand-in answers the
+// version question as the real one would.
+func TestCLIOldInterpreter(t *testing.T) {
+	t.Parallel()
+	old := filepath.Join(t.TempDir(), "python3.6")
+	if err := os.WriteFile(old, []byte("#!/bin/sh\nprintf 3.6.15\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	code, out := runTaipan(t, 10*time.Second, "--python", old, "-b", freeAddr(t), "--pythonpath", appsDir(t), "testapp:app")
+	want := "taipan: " + old + " is Python 3.6.15; taipan needs Python 3.9 or newer"
+	if code != 2 || strings.TrimSpace(out) != want {
+		t.Errorf("exit %d, output %q; want 2 and %q", code, out, want)
 	}
 }
 

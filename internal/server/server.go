@@ -52,6 +52,10 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 	// message to a closed stderr.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 
+	if err := checkInterpreter(cfg.Python); err != nil {
+		return &ExitError{Code: 2, Msg: err.Error()}
+	}
+
 	logs := &logFiles{}
 	defer logs.close()
 	errOut, err := logs.open(cfg.ErrorLogFile, stderr)
