@@ -260,6 +260,9 @@ func Run(cfg *config.Config, stdout, stderr io.Writer) error {
 			if strings.Contains(boot.Text, "Traceback (most recent call last)") {
 				above = "(traceback above)"
 			}
+			if f := cfg.ErrorLogFile; f != "" && f != "-" {
+				above = "(see " + f + ")" // the log is not where this line goes
+			}
 			msg := "the app failed to load " + above
 			if boot.PostFork {
 				msg = "the --post-fork hook failed " + above
