@@ -72,12 +72,15 @@ func (c *Client) Fetch(ctx context.Context) (*metrics.Status, error) {
 		return nil, fmt.Errorf("cannot reach taipan at %s: %w", c.URL, err)
 	}
 	defer resp.Body.Close()
+	// An app's port (-b) rather than --metrics-bind's answers too, with
+	// whatever the app serves there: say where to point instead.
+	const hint = "is it taipan's --metrics-bind address?"
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: %s", c.URL, resp.Status)
+		return nil, fmt.Errorf("%s: %s (%s)", c.URL, resp.Status, hint)
 	}
 	var st metrics.Status
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&st); err != nil {
-		return nil, fmt.Errorf("%s: decoding: %w", c.URL, err)
+		return nil, fmt.Errorf("%s: not taipan's status (%v; %s)", c.URL, err, hint)
 	}
 	return &st, nil
 }
@@ -126,9 +129,12 @@ func parseArgs(cmd string, args []string, env Env) (string, error) {
 		def = v
 	}
 	fs := flag.NewFlagSet("taipan "+cmd, flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
+	// The flag package's own messages (and the usage after each) are not
+	// shown: a bad command line gets one line, said as taipan says it.
+	fs.SetOutput(io.Discard)
 	addr := fs.String("metrics-bind", def, "HOST:PORT of taipan's --metrics-bind listener")
-	fs.Usage = func() {
+	fs.Usage = func() {}
+	usage := func() {
 		fmt.Fprintf(env.Stderr, "Usage: taipan %s [--metrics-bind ADDR | ADDR]\n\n", cmd)
 		if cmd == "top" {
 			fmt.Fprintln(env.Stderr, "Show a running taipan's workers and traffic, refreshed every second (q or Ctrl-C quits).")
@@ -138,6 +144,20 @@ func parseArgs(cmd string, args []string, env Env) (string, error) {
 		fmt.Fprintf(env.Stderr, "ADDR is its --metrics-bind address (default $TAIPAN_METRICS_BIND, else %s).\n", DefaultAddr)
 	}
 	if err := fs.Parse(args); err != nil {
+		msg := err.Error()
+		if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+			dashes := "--"
+			if len(name) == 1 {
+				dashes = "-"
+			}
+			return "", fmt.Errorf("unknown flag %s%s (see taipan %s --help)", dashes, name, cmd)
+		}
+		if name, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok {
+			return "", fmt.Errorf("flag --%s needs a value", strings.TrimPrefix(name, "-"))
+		}
+		if errors.Is(err, flag.ErrHelp) {
+			usage()
+		}
 		return "", err
 	}
 	switch fs.NArg() {

@@ -161,14 +161,28 @@ func TestMain(t *testing.T) {
 	if code, out, errOut := run(srv.Listener.Addr().String()); code != 0 || !strings.Contains(out, "GET /reports?year=2025 (+1)") || errOut != "" {
 		t.Errorf("status: %d\n%s\n%s", code, out, errOut)
 	}
-	if code, _, errOut := run("--metrics-bind", srv.URL+"/nope/"); code != 1 || !strings.Contains(errOut, "404 Not Found") {
+	if code, _, errOut := run("--metrics-bind", srv.URL+"/nope/"); code != 1 || !strings.Contains(errOut, "404 Not Found") || !strings.Contains(errOut, "--metrics-bind address?") {
 		t.Errorf("404: %d %q", code, errOut)
+	}
+	// An app's port answers its own page: not taken for a broken taipan.
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("hello from the app")) }))
+	defer app.Close()
+	if code, _, errOut := run(app.Listener.Addr().String()); code != 1 || !strings.Contains(errOut, "not taipan's status") || !strings.Contains(errOut, "--metrics-bind address?") {
+		t.Errorf("an app's port: %d %q", code, errOut)
 	}
 	addr := srv.Listener.Addr().String()
 	srv.Close()
 	code, out, errOut := run(addr)
 	if code != 1 || out != "" || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "taipan status: cannot reach taipan at http://"+addr+"/status.json: ") {
 		t.Errorf("unreachable: %d %q %q", code, out, errOut)
+	}
+	for args, want := range map[string]string{
+		"--bogus":        "taipan status: unknown flag --bogus (see taipan status --help)\n",
+		"--metrics-bind": "taipan status: flag --metrics-bind needs a value\n",
+	} {
+		if code, _, errOut := run(args); code != 2 || errOut != want {
+			t.Errorf("%s: exit %d %q, want 2 and %q alone", args, code, errOut, want)
+		}
 	}
 	if code, _, _ := run("a:1", "b:2"); code != 2 {
 		t.Errorf("two addresses: exit %d, want 2", code)
