@@ -22,9 +22,17 @@ type pidFile struct {
 // taipans sharing a pid file would send each other's signals astray, and
 // the first to stop would delete the other's file). A file left by a
 // taipan that is gone is replaced.
+//
+// A file that holds something other than a pid is not overwritten either:
+// "--pid settings.py" is a slip, and the file would be replaced and then
+// deleted at exit.
 func createPidFile(path string, pid int) (*pidFile, error) {
 	if old, ok := readPid(path); ok && old != pid && isTaipan(old) {
 		return nil, fmt.Errorf("--pid %s: Already running on PID %d (or pid file is stale)", path, old)
+	} else if !ok {
+		if data, err := os.ReadFile(path); err == nil && len(bytes.TrimSpace(data)) > 0 {
+			return nil, fmt.Errorf("--pid %s: the file exists and holds no pid; not overwriting it", path)
+		}
 	}
 	if err := os.WriteFile(path, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
 		return nil, fmt.Errorf("--pid: %w", err)

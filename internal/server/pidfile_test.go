@@ -26,7 +26,7 @@ func TestPidFile(t *testing.T) {
 	if err := gone.Run(); err != nil {
 		t.Fatal(err)
 	}
-	for _, stale := range []string{strconv.Itoa(sleep.Process.Pid), strconv.Itoa(gone.Process.Pid), "garbage", ""} {
+	for _, stale := range []string{strconv.Itoa(sleep.Process.Pid), strconv.Itoa(gone.Process.Pid), ""} {
 		os.WriteFile(path, []byte(stale+"\n"), 0o644)
 		f, err := createPidFile(path, 4242)
 		if err != nil {
@@ -39,6 +39,16 @@ func TestPidFile(t *testing.T) {
 		if _, err := os.Stat(path); !os.IsNotExist(err) {
 			t.Fatalf("pid file not removed: %v", err)
 		}
+	}
+
+	// A file that holds no pid (--pid settings.py) is left alone.
+	const source = "DEBUG = False\n"
+	os.WriteFile(path, []byte(source), 0o644)
+	if _, err := createPidFile(path, 4242); err == nil || !strings.Contains(err.Error(), "holds no pid") {
+		t.Fatalf("a file holding no pid: %v, want it refused", err)
+	}
+	if data, _ := os.ReadFile(path); string(data) != source {
+		t.Fatalf("a file holding no pid was changed to %q", data)
 	}
 
 	// This process runs the same binary as itself: a taipan, for
