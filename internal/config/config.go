@@ -654,6 +654,11 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 		if err := checkMetricsBind(c.MetricsBind); err != nil {
 			return nil, Serve, err
 		}
+		for _, b := range c.Binds {
+			if b.Addr == c.MetricsBind {
+				return nil, Serve, usagef("--metrics-bind %s is also a -b address; give the metrics listener a port of its own", c.MetricsBind)
+			}
+		}
 	}
 	if c.Python, err = findPython(python, getenv); err != nil {
 		return nil, Serve, err
@@ -793,9 +798,23 @@ func parseMounts(flag string, values []string) ([]Mount, error) {
 		if st, err := os.Stat(abs); err != nil || !st.IsDir() {
 			return nil, usagef("%s %q: %s is not a directory", flag, v, abs)
 		}
+		for _, m := range mounts {
+			if m.Prefix == prefix {
+				return nil, usagef("%s: %s is given twice (%s and %s)", flag, displayPrefix(prefix), m.Dir, abs)
+			}
+		}
 		mounts = append(mounts, Mount{Prefix: prefix, Dir: abs})
 	}
 	return mounts, nil
+}
+
+// displayPrefix is a mount prefix as the user wrote it: "/" for the root,
+// which is stored as "".
+func displayPrefix(prefix string) string {
+	if prefix == "" {
+		return "/"
+	}
+	return prefix
 }
 
 // splitAttachedShortValues turns gunicorn's attached short forms (-w2,

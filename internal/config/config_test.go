@@ -114,6 +114,23 @@ func TestFlagValuesThatLookLikeFlags(t *testing.T) {
 	}
 }
 
+// TestPrintConfigCatchesConflicts: mistakes a start would only meet when it
+// listens or mounts are found by the settings' own checks, so that
+// --print-config reports them too.
+func TestPrintConfigCatchesConflicts(t *testing.T) {
+	py := fakePython(t)
+	dir := t.TempDir()
+	for args, want := range map[string]string{
+		"--static /s=" + dir + " --static /s/=" + dir:     "--static: /s is given twice (" + dir + " and " + dir + ")",
+		"-b 127.0.0.1:9100 --metrics-bind 127.0.0.1:9100": "--metrics-bind 127.0.0.1:9100 is also a -b address; give the metrics listener a port of its own",
+	} {
+		_, _, err := Parse(append([]string{"--python", py, "--print-config"}, strings.Fields(args)...), noenv)
+		if err == nil || err.Error() != want {
+			t.Errorf("%s: %v, want %q", args, err, want)
+		}
+	}
+}
+
 // TestFlagErrorWording: a value the flag package refuses is reported as
 // every other bad value is, with the flag spelt as --help spells it.
 func TestFlagErrorWording(t *testing.T) {
