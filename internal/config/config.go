@@ -757,6 +757,9 @@ func parseBind(b string) (Bind, error) {
 			bind = Bind{Protocol: p, Addr: rest}
 		}
 	}
+	if rest, ok := strings.CutPrefix(b, "tcp://"); ok {
+		bind.Addr = rest // gunicorn's spelling of a plain TCP address
+	}
 	addr := bind.Addr
 	if n, ok := strings.CutPrefix(addr, "fd://"); ok {
 		if fd, err := strconv.Atoi(n); err != nil || fd < 3 {
@@ -1085,7 +1088,8 @@ Server:
                              already answers 503, before the graceful shutdown
                              begins, so load balancers stop sending first
                              (default 0)
-      --boot-timeout S       seconds a worker has to load the app (default 60)
+      --boot-timeout S       seconds a worker has to load the app (default 60;
+                             0 = no limit)
   -t, --timeout S            seconds a request may run without sending output;
                              past it the worker's Python stack is logged, the
                              worker is replaced and the request gets 504

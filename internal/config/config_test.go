@@ -63,12 +63,12 @@ func TestFlagsBeforeAndAfterApp(t *testing.T) {
 // -eK=V) and a bind without a port (port 8000) work as they do there.
 func TestGunicornArgumentForms(t *testing.T) {
 	py := fakePython(t)
-	c, _, err := Parse([]string{"-w2", "-b127.0.0.1", "-b[::1]", "-buwsgi://localhost:9000", "-t60", "-eK=V", "--python", py, "hello:app"}, noenv)
+	c, _, err := Parse([]string{"-w2", "-b127.0.0.1", "-b[::1]", "-buwsgi://localhost:9000", "-btcp://127.0.0.1:9001", "-t60", "-eK=V", "--python", py, "hello:app"}, noenv)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Workers != 2 || c.Timeout != time.Minute || !reflect.DeepEqual(c.Env, []string{"K=V"}) ||
-		!reflect.DeepEqual(c.Binds, []Bind{{"http", "127.0.0.1:8000"}, {"http", "[::1]:8000"}, {"uwsgi", "localhost:9000"}}) {
+		!reflect.DeepEqual(c.Binds, []Bind{{"http", "127.0.0.1:8000"}, {"http", "[::1]:8000"}, {"uwsgi", "localhost:9000"}, {"http", "127.0.0.1:9001"}}) {
 		t.Fatalf("%+v", c)
 	}
 }
