@@ -504,6 +504,12 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 	if c.WorkersMin != 0 || c.WorkersMax != 0 {
 		explicit := false
 		fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "w" || f.Name == "workers" })
+		switch {
+		case c.WorkersMin == 0:
+			return nil, Serve, usagef("--workers-max %d needs --workers-min too (autoscaling goes between the two)", c.WorkersMax)
+		case c.WorkersMax == 0:
+			return nil, Serve, usagef("--workers-min %d needs --workers-max too (autoscaling goes between the two)", c.WorkersMin)
+		}
 		if c.WorkersMin < 1 || c.WorkersMax < c.WorkersMin {
 			return nil, Serve, usagef("--workers-min and --workers-max want 1 <= min <= max, got %d and %d", c.WorkersMin, c.WorkersMax)
 		}

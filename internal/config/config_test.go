@@ -131,6 +131,20 @@ func TestPrintConfigCatchesConflicts(t *testing.T) {
 	}
 }
 
+// TestAutoscaleNeedsBothBounds: one of --workers-min and --workers-max
+// alone is named as what is missing.
+func TestAutoscaleNeedsBothBounds(t *testing.T) {
+	py := fakePython(t)
+	for args, want := range map[string]string{
+		"--workers-max 2": "--workers-max 2 needs --workers-min too (autoscaling goes between the two)",
+		"--workers-min 2": "--workers-min 2 needs --workers-max too (autoscaling goes between the two)",
+	} {
+		if _, _, err := Parse(append([]string{"--python", py}, strings.Fields(args)...), noenv); err == nil || err.Error() != want {
+			t.Errorf("%s: %v, want %q", args, err, want)
+		}
+	}
+}
+
 // TestFlagErrorWording: a value the flag package refuses is reported as
 // every other bad value is, with the flag spelt as --help spells it.
 func TestFlagErrorWording(t *testing.T) {
