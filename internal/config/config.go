@@ -343,7 +343,7 @@ func parse(args []string, getenv func(string) string, src *sources) (*Config, Ac
 			if errors.Is(err, flag.ErrHelp) {
 				return nil, ShowHelp, nil
 			}
-			return nil, Serve, usagef("%s", flagError(err))
+			return nil, Serve, usagef("%s", flagError(err, fs))
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -873,9 +873,20 @@ func splitHostPort(b string) (host, port string, err error) {
 	return b[:i], b[i+1:], nil
 }
 
-func flagError(err error) string {
+func flagError(err error, fs *flag.FlagSet) string {
 	msg := err.Error()
 	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		var names []string
+		fs.VisitAll(func(f *flag.Flag) {
+			if len(f.Name) > 1 {
+				names = append(names, f.Name)
+			}
+		})
+		if len(name) > 1 {
+			if guess := suggest(name, names); guess != "" {
+				return fmt.Sprintf("unknown flag %s%s", dashed(name), didYouMean(dashed(guess)))
+			}
+		}
 		return fmt.Sprintf("unknown flag %s (see taipan --help)", dashed(name))
 	}
 	if name, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok {

@@ -156,6 +156,8 @@ func TestFlagErrorWording(t *testing.T) {
 		"--reload=maybe":                      `--reload: invalid value "maybe": want true or false`,
 		"--backlog 1e99":                      `--backlog: invalid value "1e99": not a number`,
 		"--nope":                              `unknown flag --nope (see taipan --help)`,
+		"--wrokers 2":                         `unknown flag --wrokers (did you mean --workers?)`,
+		"--max-request 5":                     `unknown flag --max-request (did you mean --max-requests?)`,
 		"-q":                                  `unknown flag -q (see taipan --help)`,
 		"--bind":                              `flag --bind needs a value`,
 		"--access-logfile --reload hello:app": `flag --access-logfile needs a value, but --reload follows it (write --access-logfile=--reload if that is the value)`,
