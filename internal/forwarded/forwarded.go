@@ -21,8 +21,8 @@ import (
 type Trust struct {
 	all    bool
 	nets   []netip.Prefix
-	family kind            // the headers that are read (SetHeaders, SetXForwardedHost)
-	xHost  bool            // X-Forwarded-Host is read with the x-forwarded family
+	family kind            // the header family that is read (SetHeaders), without kXHost
+	xHost  bool            // X-Forwarded-Host is read with the x-forwarded family (SetXForwardedHost)
 	log    *logging.Logger // nil: ignored headers are not reported
 }
 
@@ -107,9 +107,6 @@ func (t *Trust) SetHeaders(family string) error {
 	switch family {
 	case XForwarded:
 		t.family = kXFor | kXProto | kXSsl
-		if t.xHost {
-			t.family |= kXHost
-		}
 	case RFC7239:
 		t.family = kForwarded
 	default:
@@ -126,14 +123,14 @@ func (t *Trust) SetHeaders(family string) error {
 // choose the host the app builds its links with. RFC 7239's host= comes
 // from the same element as the client's address, one a proxy wrote, and
 // needs no switch.
-func (t *Trust) SetXForwardedHost(on bool) {
-	t.xHost = on
-	if t.family&kForwarded == 0 {
-		t.family &^= kXHost
-		if on {
-			t.family |= kXHost
-		}
+func (t *Trust) SetXForwardedHost(on bool) { t.xHost = on }
+
+// kinds is the set of headers that are read.
+func (t *Trust) kinds() kind {
+	if t.xHost && t.family&kXFor != 0 {
+		return t.family | kXHost
 	}
+	return t.family
 }
 
 // SetLogger makes Handler report, at debug level, the forwarding headers
@@ -223,7 +220,7 @@ type handler struct {
 }
 
 func (h *handler) Serve(w edge.ResponseWriter, r *edge.Request) {
-	if kinds := scan(r.Header) & h.trust.family; kinds != 0 && h.trust.trustsPeer(r.RemoteAddr) {
+	if kinds := scan(r.Header) & h.trust.kinds(); kinds != 0 && h.trust.trustsPeer(r.RemoteAddr) {
 		ch, err := h.trust.resolve(r.Header, kinds)
 		if err != nil {
 			if lg := h.trust.log; lg != nil && lg.Enabled(logging.Debug) {

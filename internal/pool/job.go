@@ -28,8 +28,9 @@ var ErrMemoryLimit = errors.New("worker killed: its resident memory passed --max
 // a job that was still waiting for a worker when the pool closed.
 var ErrClosed = errors.New("pool is closed")
 
-// ErrShutdown ends a job whose worker was stopped by Close when the time
-// for finishing requests (the graceful timeout) was over.
+// ErrShutdown ends a job whose worker the pool stopped without waiting for
+// it: Close once the time for finishing requests (the graceful timeout)
+// was over, or Kill (a fast stop).
 var ErrShutdown = errors.New("taipan stopped before the request finished")
 
 // Event is one step of a job's response, delivered in order.

@@ -1027,11 +1027,7 @@ func (p *Pool) Close(ctx context.Context) error {
 	if ctx.Err() != nil {
 		grace = 0 // stop now: a second signal, or the graceful timeout is over
 		for _, w := range workers {
-			w.mu.Lock()
-			if w.killErr == nil {
-				w.killErr = ErrShutdown // for the requests it is running
-			}
-			w.mu.Unlock()
+			w.shuttingDown()
 		}
 	} else if d, ok := ctx.Deadline(); ok {
 		grace = min(grace, max(time.Until(d), 0))
@@ -1074,11 +1070,7 @@ func (p *Pool) OwnsPid(pid int) bool {
 func (p *Pool) Kill() {
 	p.mu.Lock()
 	for _, w := range p.workers {
-		w.mu.Lock()
-		if w.killErr == nil {
-			w.killErr = ErrShutdown
-		}
-		w.mu.Unlock()
+		w.shuttingDown()
 		w.kill()
 	}
 	p.mu.Unlock()

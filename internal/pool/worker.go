@@ -655,6 +655,17 @@ func (w *Worker) stop(grace time.Duration) {
 	}
 }
 
+// shuttingDown records, before the pool stops w without waiting for its
+// requests, that they end with ErrShutdown: taipan cut them short, the
+// worker did not fail. A reason already claimed (a timeout) stands.
+func (w *Worker) shuttingDown() {
+	w.mu.Lock()
+	if w.killErr == nil {
+		w.killErr = ErrShutdown
+	}
+	w.mu.Unlock()
+}
+
 // kill ends the process at once.
 func (w *Worker) kill() {
 	w.proc.Signal(syscall.SIGKILL)
