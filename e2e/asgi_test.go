@@ -283,12 +283,8 @@ func TestASGIDisconnectBeforeResponse(t *testing.T) {
 				}
 			}
 			c.Close()
-			ok := pollUntil(5*time.Second, func() bool {
-				b, err := os.ReadFile(marker)
-				return err == nil && string(b) == "http.disconnect"
-			})
-			if !ok {
-				t.Fatalf("the app did not receive http.disconnect\n%s", s.Stderr())
+			if got, ok := waitMarker(marker, 5*time.Second); !ok || got != "http.disconnect" {
+				t.Fatalf("the app did not receive http.disconnect (got %q)\n%s", got, s.Stderr())
 			}
 			if !pollUntil(3*time.Second, func() bool { return strings.Contains(s.Stdout(), "\" 499 ") }) {
 				t.Errorf("the access log does not record 499:\n%s", s.Stdout())
