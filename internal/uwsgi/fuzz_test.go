@@ -13,7 +13,8 @@ import (
 )
 
 // refPacket is a uwsgi request packet as this test reads it, from the
-// format in the package comment: modifier1 0, the little-endian uint16
+// format in the package comment: modifier1 0 (or 30, WSGI with SCRIPT_NAME
+// stripped from PATH_INFO), the little-endian uint16
 // size of the vars block, modifier2, then the block of uint16
 // length-prefixed keys and values; the body follows.
 type refPacket struct {
@@ -24,7 +25,7 @@ type refPacket struct {
 // parsePacket reads the packet at the start of b; ok is false when the
 // header or the vars block is missing, truncated or malformed.
 func parsePacket(b []byte) (p refPacket, ok bool) {
-	if len(b) < 4 || b[0] != 0 {
+	if len(b) < 4 || !wsgiModifier(b[0]) {
 		return p, false
 	}
 	size := int(binary.LittleEndian.Uint16(b[1:3]))
@@ -57,11 +58,15 @@ func parsePacket(b []byte) (p refPacket, ok bool) {
 }
 
 // notUWSGI reports whether b is cut short before the end of its vars block
-// or has a modifier1 other than 0: the server cannot tell what it is
+// or has a modifier1 other than 0 or 30: the server cannot tell what it is
 // talking to, and should not answer.
 func notUWSGI(b []byte) bool {
-	return len(b) < 4 || b[0] != 0 || len(b) < 4+int(binary.LittleEndian.Uint16(b[1:3]))
+	return len(b) < 4 || !wsgiModifier(b[0]) || len(b) < 4+int(binary.LittleEndian.Uint16(b[1:3]))
 }
+
+// wsgiModifier reports whether modifier1 m is one the server runs: 0, or
+// 30 (nginx's uwsgi_modifier1 30).
+func wsgiModifier(m byte) bool { return m == 0 || m == 30 }
 
 // last is the value of the last variable named name, and whether there
 // is one; with nonEmpty, of the last one with a value.
@@ -90,7 +95,7 @@ func plainDecimal(s string) (int64, bool) {
 
 // FuzzPacket sends arbitrary bytes to a real Server as nginx's uwsgi_pass
 // would send a request packet, and checks the outcome against a reading of
-// the packet format: a packet that is not uwsgi (modifier1 other than 0,
+// the packet format: a packet that is not uwsgi (modifier1 other than 0 or 30,
 // a truncated header or vars block) is closed unanswered, a malformed
 // one is never served; a request that is served got the method of its last
 // REQUEST_METHOD and a body of its last non-empty CONTENT_LENGTH bytes taken from just after
